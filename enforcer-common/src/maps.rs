@@ -1,0 +1,44 @@
+//! Names and capacities of every map, declared once for both sides.
+//!
+//! Names are at most 15 bytes so `bpftool map` shows them whole (`BPF_OBJ_NAME_LEN` is 16).
+
+/// cgroup id (`u64`) → [`crate::Workload`].
+pub const WORKLOADS: &str = "ENF_WORKLOADS";
+/// Capacity of [`WORKLOADS`].
+pub const WORKLOADS_MAX: u32 = 65_536;
+
+/// One-element array holding [`crate::AgentConfig`].
+pub const CONFIG: &str = "ENF_CONFIG";
+
+/// [`crate::NetRuleKey`] → [`crate::NetRuleValue`].
+pub const NET_RULES: &str = "ENF_NET_RULES";
+/// Capacity of [`NET_RULES`].
+pub const NET_RULES_MAX: u32 = 262_144;
+
+/// LPM trie [`crate::IpcacheKey`] → remote identity (`u32`).
+pub const IPCACHE: &str = "ENF_IPCACHE";
+/// Capacity of [`IPCACHE`].
+pub const IPCACHE_MAX: u32 = 65_536;
+
+/// Ring buffer of [`crate::NetEvent`] and [`crate::FileEvent`] records.
+pub const EVENTS: &str = "ENF_EVENTS";
+/// Size of [`EVENTS`] in bytes (a power of two, a multiple of the page size).
+pub const EVENTS_BYTES: u32 = 1 << 22;
+
+/// Per-CPU array of decision counters, indexed by [`counter_index`].
+pub const COUNTERS: &str = "ENF_COUNTERS";
+/// Number of counter slots: for each event kind, one per verdict plus one for lost events.
+pub const COUNTERS_LEN: u32 = (crate::event::KIND_COUNT * COUNTER_STRIDE) as u32;
+
+/// Slots per event kind in [`COUNTERS`]: `Verdict::Allow`, `Deny`, `Audit` (1..=3) and
+/// [`COUNTER_LOST`] (0).
+pub const COUNTER_STRIDE: usize = 4;
+/// Offset, within a kind's slots, of the count of events dropped because the ring buffer was full.
+pub const COUNTER_LOST: usize = 0;
+
+/// The counter slot for `kind` (an `event::KIND_*`) and `slot` (a verdict value or
+/// [`COUNTER_LOST`]).
+#[must_use]
+pub const fn counter_index(kind: u8, slot: u8) -> u32 {
+    (kind as u32 - 1) * COUNTER_STRIDE as u32 + slot as u32
+}

@@ -1,0 +1,42 @@
+//! The per-cgroup workload entry and the agent's global settings.
+
+use crate::identity::Identity;
+
+/// Value of the `WORKLOADS` map, keyed by cgroup id.
+///
+/// The posture bytes are [`crate::Verdict`] values applied when no rule decides.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Workload {
+    /// The workload's identity number.
+    pub identity: Identity,
+    /// Verdict for outgoing connections and sends that no rule matches.
+    pub egress_default: u8,
+    /// Verdict for incoming connections and datagrams that no rule matches.
+    pub ingress_default: u8,
+    /// Verdict for file opens that no rule matches.
+    pub file_default: u8,
+    /// `WORKLOAD_F_*` bits.
+    pub flags: u8,
+}
+const _: () = assert!(core::mem::size_of::<Workload>() == 8);
+
+/// Also report allowed operations of this workload as events.
+pub const WORKLOAD_F_LOG_ALLOWED: u8 = 1;
+
+/// The only element of the `CONFIG` array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// cgroup id of the managed root; 0 while no agent has configured the datapath.
+    pub root_cgroup_id: u64,
+    /// Level of the managed root in the cgroup v2 hierarchy (the mount root is level 0).
+    pub root_level: u32,
+    /// Reserved, zero.
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<AgentConfig>() == 16);
+
+/// How many cgroup levels below the managed root the kernel searches for an enrolled ancestor.
+/// A cgroup nested deeper resolves to the managed root's entry (the default posture).
+pub const MAX_NESTING: u32 = 8;

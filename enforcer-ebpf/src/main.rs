@@ -1,0 +1,29 @@
+//! The enforcer's kernel side: every decision is a few map lookups, nothing blocks or calls out.
+//!
+//! - [`workload`]: which enrolled workload the current task belongs to (cgroup id → identity,
+//!   nested cgroups resolved to the nearest enrolled ancestor below the managed root).
+//! - [`net`]: `cgroup/connect4` and `cgroup/connect6`, the egress verdict per connect.
+//! - [`file`]: `lsm/file_open`, the verdict per file open.
+//! - [`report`]: decision counters and events into the ring buffer.
+//!
+//! Map layouts and names come from `enforcer-common`; the agent fills the maps.
+#![no_std]
+#![no_main]
+
+mod file;
+mod maps;
+mod net;
+mod report;
+mod workload;
+
+/// The kernel requires a GPL-compatible license for BPF-LSM programs and some helpers.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // Unreachable in a verified program: the verifier rejects any path that could get here.
+    loop {}
+}

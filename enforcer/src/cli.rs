@@ -1,0 +1,93 @@
+//! The `enforcer` command line: clap types here, one file per verb that is built.
+//!
+//! Query verbs talk only to a running daemon over its socket; they never open daemon state.
+
+mod pending;
+mod run;
+mod uninstall;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Per-host workload identity and eBPF enforcement agent.
+///
+/// Run the daemon with `enforcer run`; query it with the other commands.
+#[derive(Debug, Parser)]
+#[command(name = "enforcer", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output format of query commands.
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    /// JSON for programs.
+    Json,
+}
+
+/// Options every query command takes.
+#[derive(Debug, Args)]
+pub struct Query {
+    /// The agent's local API socket.
+    #[arg(long, global = true, default_value = "/run/enforcer/enforcer.sock", env = "ENFORCER_SOCKET")]
+    pub socket: PathBuf,
+    /// Output format.
+    #[arg(short, long, global = true, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+/// The subcommands of the contract.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent in the foreground.
+    Run(run::RunArgs),
+    /// Version, uptime, and each enforcement point with its mode.
+    Status(Query),
+    /// Enrolled workloads: cgroup, tags, identity number.
+    Workloads(Query),
+    /// A workload's signed Trust Profile, or `profile verify FILE`.
+    Profile(pending::Rest),
+    /// Validate, apply, list or delete policies (`policy check FILE...` works offline).
+    Policy(pending::Rest),
+    /// Network and file events (`--follow`, `--since DURATION`).
+    Flows(pending::Rest),
+    /// Which policy and rule decide an operation for a workload.
+    Explain(pending::Rest),
+    /// Assign operator labels to a workload.
+    Label(pending::Rest),
+    /// Learn what a workload does (`start|stop|status`).
+    Observe(pending::Rest),
+    /// Other agents, their certificates and key epochs.
+    Peers(Query),
+    /// A CA for a fleet of agents (`ca init`, `ca issue`).
+    Ca(pending::Rest),
+    /// Remove everything the agent pinned (programs, links, maps): enforcement stops.
+    Uninstall(uninstall::UninstallArgs),
+}
+
+/// Runs the parsed command; returns the process exit code.
+///
+/// # Errors
+/// Any failure of the command, with its cause chain.
+pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Run(args) => run::run(&args),
+        Command::Uninstall(args) => uninstall::run(&args),
+        Command::Status(_) => Ok(pending::not_yet("status")),
+        Command::Workloads(_) => Ok(pending::not_yet("workloads")),
+        Command::Peers(_) => Ok(pending::not_yet("peers")),
+        Command::Profile(_) => Ok(pending::not_yet("profile")),
+        Command::Policy(_) => Ok(pending::not_yet("policy")),
+        Command::Flows(_) => Ok(pending::not_yet("flows")),
+        Command::Explain(_) => Ok(pending::not_yet("explain")),
+        Command::Label(_) => Ok(pending::not_yet("label")),
+        Command::Observe(_) => Ok(pending::not_yet("observe")),
+        Command::Ca(_) => Ok(pending::not_yet("ca")),
+    }
+}

@@ -1,0 +1,268 @@
+//! The datapath: loads the kernel programs, attaches and pins them, and applies state to maps.
+//!
+//! It decides nothing: callers hand it compiled entries and it writes them. Everything it loads
+//! is pinned under `bpffs_dir` (`maps/`, `progs/`, `links/`), so enforcement outlives the agent
+//! process; a new agent reuses the pinned maps and swaps in its links over the old ones.
+
+mod attach;
+pub mod bpffs;
+pub mod probe;
+
+use std::{
+    collections::BTreeMap,
+    os::fd::AsFd as _,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf, lpm_trie::Key},
+};
+use enforcer_common::{
+    AgentConfig, NetRuleKey, NetRuleValue, Workload,
+    event::KIND_COUNT,
+    maps::{self, COUNTER_LOST, COUNTER_STRIDE},
+};
+use serde::Serialize;
+
+pub use attach::EnforcementPoint;
+
+/// The kernel object built from `enforcer-ebpf`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer-ebpf"));
+
+/// A datapath operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    /// The bpf filesystem directory could not be prepared.
+    #[error("bpffs directory {path}: {source}")]
+    Bpffs {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The object could not be loaded (maps created or reused).
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    /// The object lacks a map the agent needs: the object and the agent are out of step.
+    #[error("the eBPF object has no map {name}")]
+    MissingMap {
+        /// Map name.
+        name: &'static str,
+    },
+    /// A map operation failed.
+    #[error("map {name}: {source}")]
+    Map {
+        /// Map name.
+        name: &'static str,
+        /// Why.
+        source: MapError,
+    },
+    /// The managed cgroup root is unusable.
+    #[error("cgroup root {path}: {source}")]
+    Cgroup {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// What the datapath needs to start.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Where programs, links and maps are pinned.
+    pub bpffs_dir: PathBuf,
+    /// The managed cgroup root, where the network programs are attached.
+    pub cgroup_root: PathBuf,
+}
+
+/// Decision counters summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct KindCounters {
+    /// Operations allowed.
+    pub allow: u64,
+    /// Operations denied.
+    pub deny: u64,
+    /// Operations that would have been denied and were let through.
+    pub audit: u64,
+    /// Events dropped because the ring buffer was full.
+    pub lost: u64,
+}
+
+/// Counters of both kinds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// Network decisions.
+    pub network: KindCounters,
+    /// File decisions.
+    pub file: KindCounters,
+}
+
+/// The loaded, attached and pinned kernel side.
+pub struct Datapath {
+    ebpf: Ebpf,
+    points: Vec<EnforcementPoint>,
+    workloads: HashMap<MapData, u64, Workload>,
+    config: Array<MapData, AgentConfig>,
+    net_rules: HashMap<MapData, NetRuleKey, NetRuleValue>,
+    ipcache: LpmTrie<MapData, [u8; 16], u32>,
+    counters: PerCpuArray<MapData, u64>,
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DatapathError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(DatapathError::MissingMap { name })?;
+    T::try_from(map).map_err(|source| DatapathError::Map { name, source })
+}
+
+impl Datapath {
+    /// Loads the object (reusing pinned maps), attaches the network programs to the cgroup root
+    /// and the file program to its LSM hook, and pins programs and links.
+    ///
+    /// An enforcement point that cannot attach does not fail the call: it is recorded with its
+    /// error in [`Datapath::points`] so `status` reports it.
+    ///
+    /// # Errors
+    /// When bpffs cannot be prepared, the object cannot be loaded or a map is missing.
+    pub fn open(opts: &Options) -> Result<Self, DatapathError> {
+        let layout = bpffs::Layout::prepare(&opts.bpffs_dir)
+            .map_err(|source| DatapathError::Bpffs { path: opts.bpffs_dir.clone(), source })?;
+        let mut ebpf = EbpfLoader::new().default_map_pin_directory(layout.maps()).load(OBJECT)?;
+        let cgroup = std::fs::File::open(&opts.cgroup_root)
+            .map_err(|source| DatapathError::Cgroup { path: opts.cgroup_root.clone(), source })?;
+        let points = attach::all(&mut ebpf, cgroup.as_fd(), &layout);
+        Ok(Self {
+            workloads: take_map(&mut ebpf, maps::WORKLOADS)?,
+            config: take_map(&mut ebpf, maps::CONFIG)?,
+            net_rules: take_map(&mut ebpf, maps::NET_RULES)?,
+            ipcache: take_map(&mut ebpf, maps::IPCACHE)?,
+            counters: take_map(&mut ebpf, maps::COUNTERS)?,
+            points,
+            ebpf,
+        })
+    }
+
+    /// Each enforcement point and whether it is live.
+    #[must_use]
+    pub fn points(&self) -> &[EnforcementPoint] {
+        &self.points
+    }
+
+    /// The event ring buffer, for one reader.
+    ///
+    /// # Errors
+    /// When it was taken already.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, DatapathError> {
+        take_map(&mut self.ebpf, maps::EVENTS)
+    }
+
+    /// Tells the kernel which cgroup is the managed root.
+    ///
+    /// # Errors
+    /// When the map write fails.
+    pub fn set_root(&mut self, root_cgroup_id: u64, root_level: u32) -> Result<(), DatapathError> {
+        let cfg = AgentConfig { root_cgroup_id, root_level, _pad: 0 };
+        self.config.set(0, cfg, 0).map_err(|source| DatapathError::Map { name: maps::CONFIG, source })
+    }
+
+    /// Enrols (or updates) the workload whose cgroup id is `cgroup_id`.
+    ///
+    /// # Errors
+    /// When the map write fails (for instance, the map is full).
+    pub fn set_workload(&mut self, cgroup_id: u64, w: Workload) -> Result<(), DatapathError> {
+        self.workloads
+            .insert(cgroup_id, w, 0)
+            .map_err(|source| DatapathError::Map { name: maps::WORKLOADS, source })
+    }
+
+    /// Removes a workload's entry; a missing entry is not an error.
+    ///
+    /// # Errors
+    /// When the map operation fails otherwise.
+    pub fn remove_workload(&mut self, cgroup_id: u64) -> Result<(), DatapathError> {
+        ignore_missing(self.workloads.remove(&cgroup_id), maps::WORKLOADS)
+    }
+
+    /// All workload entries in the kernel.
+    ///
+    /// # Errors
+    /// When iteration fails.
+    pub fn workloads(&self) -> Result<BTreeMap<u64, Workload>, DatapathError> {
+        self.workloads
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(|source| DatapathError::Map { name: maps::WORKLOADS, source })
+    }
+
+    /// Writes one network rule.
+    ///
+    /// # Errors
+    /// When the map write fails.
+    pub fn set_net_rule(&mut self, key: NetRuleKey, value: NetRuleValue) -> Result<(), DatapathError> {
+        self.net_rules
+            .insert(key, value, 0)
+            .map_err(|source| DatapathError::Map { name: maps::NET_RULES, source })
+    }
+
+    /// Removes one network rule; a missing rule is not an error.
+    ///
+    /// # Errors
+    /// When the map operation fails otherwise.
+    pub fn remove_net_rule(&mut self, key: &NetRuleKey) -> Result<(), DatapathError> {
+        ignore_missing(self.net_rules.remove(key), maps::NET_RULES)
+    }
+
+    /// Maps the prefix `addr/prefix_len` (IPv6, or IPv4-mapped) to `identity`.
+    ///
+    /// # Errors
+    /// When the map write fails.
+    pub fn set_ipcache(&mut self, addr: [u8; 16], prefix_len: u32, identity: u32) -> Result<(), DatapathError> {
+        self.ipcache
+            .insert(&Key::new(prefix_len, addr), identity, 0)
+            .map_err(|source| DatapathError::Map { name: maps::IPCACHE, source })
+    }
+
+    /// Decision counters, summed over CPUs.
+    ///
+    /// # Errors
+    /// When a counter cannot be read.
+    pub fn counters(&self) -> Result<Counters, DatapathError> {
+        let read = |kind: u8| -> Result<KindCounters, DatapathError> {
+            let mut slots = [0u64; COUNTER_STRIDE];
+            for (slot, total) in slots.iter_mut().enumerate() {
+                #[expect(clippy::cast_possible_truncation, reason = "COUNTER_STRIDE is 4")]
+                let index = maps::counter_index(kind, slot as u8);
+                let per_cpu = self
+                    .counters
+                    .get(&index, 0)
+                    .map_err(|source| DatapathError::Map { name: maps::COUNTERS, source })?;
+                *total = per_cpu.iter().sum();
+            }
+            Ok(KindCounters { lost: slots[COUNTER_LOST], allow: slots[1], deny: slots[2], audit: slots[3] })
+        };
+        const _: () = assert!(KIND_COUNT == 2);
+        Ok(Counters {
+            network: read(enforcer_common::event::KIND_NETWORK)?,
+            file: read(enforcer_common::event::KIND_FILE)?,
+        })
+    }
+}
+
+fn ignore_missing(r: Result<(), MapError>, name: &'static str) -> Result<(), DatapathError> {
+    match r {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(source) => Err(DatapathError::Map { name, source }),
+    }
+}
+
+/// Removes everything pinned under `bpffs_dir`: links detach, programs unload, maps go away.
+///
+/// # Errors
+/// When the directory exists but cannot be removed.
+pub fn uninstall(bpffs_dir: &Path) -> std::io::Result<bool> {
+    bpffs::remove_all(bpffs_dir)
+}

@@ -1,0 +1,16 @@
+//! enforcer: per-host workload identity and eBPF enforcement.
+//!
+//! - [`config`]: the TOML configuration, strictly validated.
+//! - [`identity`]: workloads below the managed cgroup root, their labels and identity numbers.
+//! - [`datapath`]: loads, attaches and pins the kernel programs; applies state to maps.
+//! - [`events`]: decodes kernel records into flow events.
+//! - [`agent`]: the daemon that ties them together.
+//! - [`cli`]: the `enforcer` command line.
+#![deny(unsafe_code)]
+
+pub mod agent;
+pub mod cli;
+pub mod config;
+pub mod datapath;
+pub mod events;
+pub mod identity;
