@@ -1,0 +1,286 @@
+//! Harness for the privileged integration tests: RAII guards for every cgroup, pin directory
+//! and listener a test creates, and the probe that acts from inside a workload's cgroup.
+//!
+//! The same test binaries run on the host (`cargo xtask test`, host tier) and, built static,
+//! inside a QEMU VM (VM tier), where `ENFORCER_TIER=vm` and `ENFORCER_PROBE` are set.
+
+use std::{
+    net::{SocketAddr, TcpListener, UdpSocket},
+    path::{Path, PathBuf},
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
+
+use enforcer::identity::cgroup;
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Whether the tests run inside the VM tier.
+#[must_use]
+pub fn in_vm() -> bool {
+    std::env::var("ENFORCER_TIER").is_ok_and(|t| t == "vm")
+}
+
+/// Returns `true` when the test can run. When it cannot, it says why and returns `false`
+/// (a skip) — except under `CI=true`, where a privileged test that cannot run is a failure.
+///
+/// # Panics
+/// Under `CI=true` when `reason` is `Some`.
+#[must_use]
+pub fn can_run(test: &str, reason: Option<String>) -> bool {
+    let Some(reason) = reason else { return true };
+    assert!(
+        std::env::var("CI").map_or(true, |v| v != "true"),
+        "{test}: cannot run under CI=true: {reason}"
+    );
+    eprintln!("SKIP {test}: {reason}");
+    false
+}
+
+/// Why privileged tests cannot run here, if they cannot.
+#[must_use]
+pub fn privileged_unavailable() -> Option<String> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Some("needs root (BPF, cgroups)".into());
+    }
+    if let Err(e) = cgroup::v2_mount() {
+        return Some(format!("no cgroup v2: {e}"));
+    }
+    None
+}
+
+/// A cgroup created for one test, removed (with anything still in it killed) on drop.
+#[derive(Debug)]
+pub struct TestCgroup {
+    path: PathBuf,
+}
+
+impl TestCgroup {
+    /// A fresh cgroup directly below the cgroup v2 mount.
+    ///
+    /// # Panics
+    /// When it cannot be created.
+    #[must_use]
+    pub fn new() -> Self {
+        let mount = cgroup::v2_mount().expect("cgroup v2 mount");
+        let path = mount.join(unique("enforcer-test"));
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        Self { path }
+    }
+
+    /// Creates (if needed) and returns the path of `rel` below this cgroup.
+    ///
+    /// # Panics
+    /// When it cannot be created.
+    #[must_use]
+    pub fn child(&self, rel: &str) -> PathBuf {
+        let p = self.path.join(rel);
+        std::fs::create_dir_all(&p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
+        p
+    }
+
+    /// This cgroup's directory.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Default for TestCgroup {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // Kill whatever is left (cgroup.kill, Linux ≥ 5.14), then remove deepest first.
+        let _ = std::fs::write(self.path.join("cgroup.kill"), "1");
+        let mut dirs = Vec::new();
+        collect_dirs(&self.path, &mut dirs);
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for d in dirs {
+            for _ in 0..50 {
+                if std::fs::remove_dir(&d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+fn collect_dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+    out.push(dir.to_owned());
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                collect_dirs(&e.path(), out);
+            }
+        }
+    }
+}
+
+/// A pin directory on bpffs for one test, removed on drop (which detaches its programs).
+#[derive(Debug)]
+pub struct TestPins {
+    path: PathBuf,
+}
+
+impl TestPins {
+    /// A fresh, not yet existing, path below `/sys/fs/bpf`.
+    #[must_use]
+    pub fn new() -> Self {
+        Self { path: PathBuf::from("/sys/fs/bpf").join(unique("enforcer-test")) }
+    }
+
+    /// The pin directory.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Default for TestPins {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestPins {
+    fn drop(&mut self) {
+        let _ = enforcer::datapath::bpffs::remove_all(&self.path);
+    }
+}
+
+/// A TCP listener accepting (and dropping) connections on a background thread.
+#[derive(Debug)]
+pub struct TcpServer {
+    addr: SocketAddr,
+}
+
+impl TcpServer {
+    /// Listens on `bind` (port 0 picks one).
+    ///
+    /// # Panics
+    /// When it cannot bind.
+    #[must_use]
+    pub fn start(bind: &str) -> Self {
+        let listener = TcpListener::bind(bind).unwrap_or_else(|e| panic!("bind {bind}: {e}"));
+        let addr = listener.local_addr().expect("local addr");
+        std::thread::spawn(move || for _ in listener.incoming() {});
+        Self { addr }
+    }
+
+    /// Where it listens.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// A bound UDP socket (so sends to it do not fail with ECONNREFUSED).
+#[derive(Debug)]
+pub struct UdpServer {
+    socket: UdpSocket,
+}
+
+impl UdpServer {
+    /// Binds `bind`.
+    ///
+    /// # Panics
+    /// When it cannot bind.
+    #[must_use]
+    pub fn start(bind: &str) -> Self {
+        Self { socket: UdpSocket::bind(bind).unwrap_or_else(|e| panic!("bind {bind}: {e}")) }
+    }
+
+    /// Where it listens.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.socket.local_addr().expect("local addr")
+    }
+}
+
+/// What a probe reported.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The operation worked.
+    Ok,
+    /// The kernel refused it with EPERM or EACCES.
+    Denied,
+    /// Something else went wrong (message from the probe).
+    Failed(String),
+}
+
+/// `$ENFORCER_PROBE`, or the probe cargo built beside the test binary (`target/*/deps/..`).
+fn probe_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("ENFORCER_PROBE") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let deps = exe.parent().expect("deps dir");
+    deps.parent().unwrap_or(deps).join("enforcer-probe")
+}
+
+/// Runs the probe with `args`, inside `cgroup` when given.
+///
+/// # Panics
+/// When the probe cannot be started.
+#[must_use]
+pub fn probe(cgroup: Option<&Path>, args: &[&str]) -> Outcome {
+    let mut cmd = Command::new(probe_path());
+    if let Some(cg) = cgroup {
+        cmd.arg("--cgroup").arg(cg);
+    }
+    let out = cmd.args(args).output().unwrap_or_else(|e| panic!("starting {}: {e}", probe_path().display()));
+    match out.status.code() {
+        Some(0) => Outcome::Ok,
+        Some(77) => Outcome::Denied,
+        _ => Outcome::Failed(String::from_utf8_lossy(&out.stderr).into_owned()),
+    }
+}
+
+/// Opens a datapath managing `root` with pins in `pins`, and tells the kernel which cgroup is
+/// the managed root (as the agent does).
+///
+/// # Panics
+/// When the datapath cannot be brought up.
+#[must_use]
+pub fn datapath(root: &TestCgroup, pins: &TestPins) -> enforcer::datapath::Datapath {
+    let mut dp = enforcer::datapath::Datapath::open(&enforcer::datapath::Options {
+        bpffs_dir: pins.path().to_owned(),
+        cgroup_root: root.path().to_owned(),
+    })
+    .expect("datapath opens");
+    let mount = cgroup::v2_mount().expect("cgroup v2");
+    let level = cgroup::level(&mount, root.path()).expect("level");
+    dp.set_root(cgroup::id(root.path()).expect("root id"), level).expect("set root");
+    dp
+}
+
+/// The kernel's id of cgroup `dir`.
+///
+/// # Panics
+/// When it cannot be read.
+#[must_use]
+pub fn cgroup_id(dir: &Path) -> u64 {
+    cgroup::id(dir).expect("cgroup id")
+}
+
+/// Decodes every record currently in `ring`.
+///
+/// # Panics
+/// On an undecodable record.
+pub fn drain(ring: &mut aya::maps::RingBuf<aya::maps::MapData>) -> Vec<enforcer::events::Record> {
+    let mut out = Vec::new();
+    while let Some(item) = ring.next() {
+        out.push(enforcer::events::decode(&item).expect("decodable record"));
+    }
+    out
+}
