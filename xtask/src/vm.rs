@@ -1,0 +1,169 @@
+//! The VM tier: the integration tests, built static, packed with busybox into an initramfs and
+//! booted under QEMU (software emulation) on the cached Debian kernel. The VM's `/init` runs
+//! every test binary and prints their libtest output on the serial console, which is read
+//! back here and tallied like the host tiers.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    process::{cargo, root, status},
+    setup::VmKernel,
+    test::Tally,
+};
+
+const TARGET: &str = "x86_64-unknown-linux-gnu";
+/// Marker lines the VM's init prints around each test binary.
+const MARK: &str = "ENFORCER-VM:";
+/// Upper bound for one VM run (boot plus every test under TCG).
+const VM_TIMEOUT_SECS: u32 = 900;
+
+struct Binaries {
+    tests: Vec<(String, PathBuf)>,
+    probe: PathBuf,
+}
+
+/// Builds the integration tests and the probe as static executables.
+fn build_static() -> anyhow::Result<Binaries> {
+    let mut cmd = cargo();
+    cmd.args(["test", "--package", "enforcer-tests", "--no-run", "--target", TARGET, "--message-format=json-render-diagnostics"])
+        .env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS", "-C target-feature=+crt-static -C debuginfo=0")
+        .stdout(Stdio::piped());
+    let out = cmd.output().context("building the static test binaries")?;
+    if !out.status.success() {
+        bail!("building the static test binaries failed ({})", out.status);
+    }
+    let mut tests = Vec::new();
+    let mut probe = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        if msg["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let Some(exe) = msg["executable"].as_str() else { continue };
+        let name = msg["target"]["name"].as_str().unwrap_or_default().to_owned();
+        let kinds = msg["target"]["kind"].as_array().cloned().unwrap_or_default();
+        if kinds.iter().any(|k| k == "test") {
+            tests.push((name, PathBuf::from(exe)));
+        } else if name == "enforcer-probe" {
+            probe = Some(PathBuf::from(exe));
+        }
+    }
+    tests.sort();
+    let probe = probe.context("cargo built no enforcer-probe")?;
+    if tests.is_empty() {
+        bail!("cargo built no integration test binaries");
+    }
+    Ok(Binaries { tests, probe })
+}
+
+fn init_script(ci: bool) -> String {
+    format!(
+        r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t securityfs securityfs /sys/kernel/security
+mount -t cgroup2 cgroup2 /sys/fs/cgroup
+mount -t bpf bpf /sys/fs/bpf
+mount -t tmpfs tmpfs /tmp
+ip link set lo up
+export ENFORCER_TIER=vm ENFORCER_PROBE=/bin/enforcer-probe HOME=/root RUST_BACKTRACE=1 {ci}
+echo "{MARK} kernel $(uname -r) lsm $(cat /sys/kernel/security/lsm)"
+for t in /tests/*; do
+  echo "{MARK} binary $(basename $t)"
+  $t --test-threads=1 2>&1
+  echo "{MARK} exit $?"
+done
+echo "{MARK} done"
+poweroff -f
+"#,
+        ci = if ci { "CI=true" } else { "" }
+    )
+}
+
+fn stage(bins: &Binaries, dir: &Path) -> anyhow::Result<PathBuf> {
+    let _ = std::fs::remove_dir_all(dir);
+    for d in ["bin", "tests", "proc", "sys", "dev", "tmp", "root"] {
+        std::fs::create_dir_all(dir.join(d))?;
+    }
+    std::fs::copy("/bin/busybox", dir.join("bin/busybox")).context("copying /bin/busybox (busybox-static)")?;
+    std::fs::copy(&bins.probe, dir.join("bin/enforcer-probe"))?;
+    for (name, exe) in &bins.tests {
+        std::fs::copy(exe, dir.join("tests").join(name))?;
+    }
+    let init = dir.join("init");
+    std::fs::write(&init, init_script(std::env::var("CI").is_ok_and(|v| v == "true")))?;
+    std::fs::set_permissions(&init, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let initrd = dir.with_extension("cpio.gz");
+    status(Command::new("sh").arg("-c").arg(format!(
+        "cd '{}' && find . -print0 | cpio --null -o -H newc --quiet | gzip -1 > '{}'",
+        dir.display(),
+        initrd.display()
+    )))?;
+    Ok(initrd)
+}
+
+fn boot(kernel: &VmKernel, initrd: &Path, tally: &mut Tally) -> anyhow::Result<()> {
+    let mut child = Command::new("timeout")
+        .arg(VM_TIMEOUT_SECS.to_string())
+        .args(["qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max", "-m", "1024", "-smp", "2"])
+        .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot", "-kernel"])
+        .arg(&kernel.vmlinuz)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting qemu-system-x86_64")?;
+    let mut binary = String::new();
+    let mut failed_before = 0;
+    let mut done = false;
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let line = line.trim_end_matches('\r');
+            println!("vm| {line}");
+            if let Some(rest) = line.strip_prefix(MARK) {
+                let rest = rest.trim();
+                if let Some(b) = rest.strip_prefix("binary ") {
+                    binary = format!("{b}::");
+                    failed_before = tally.failed;
+                } else if let Some(code) = rest.strip_prefix("exit ") {
+                    if code != "0" && tally.failed == failed_before {
+                        tally.broken(format!("{binary} exited {code} without a failing test (crash?)"));
+                    }
+                } else if rest == "done" {
+                    done = true;
+                }
+            } else {
+                tally.observe(line, &binary);
+            }
+        }
+    }
+    let st = child.wait()?;
+    if !done {
+        bail!("the VM did not finish its tests (qemu: {st}; timeout {VM_TIMEOUT_SECS}s)");
+    }
+    Ok(())
+}
+
+/// Runs the VM tier on `kernel`.
+pub fn run(kernel: &VmKernel) -> Tally {
+    let mut tally = Tally::new(format!("vm (linux {})", kernel.release));
+    let result = build_static().and_then(|bins| {
+        let initrd = stage(&bins, &root().join("target/vm/initramfs"))?;
+        boot(kernel, &initrd, &mut tally)
+    });
+    if let Err(e) = result {
+        tally.broken(format!("{e:#}"));
+    }
+    tally
+}
