@@ -28,6 +28,7 @@ pub const EVENTS_BYTES: u32 = 1 << 22;
 /// Per-CPU array of decision counters, indexed by [`counter_index`].
 pub const COUNTERS: &str = "ENF_COUNTERS";
 /// Number of counter slots: for each event kind, one per verdict plus one for lost events.
+#[expect(clippy::cast_possible_truncation, reason = "a handful of slots")]
 pub const COUNTERS_LEN: u32 = (crate::event::KIND_COUNT * COUNTER_STRIDE) as u32;
 
 /// Slots per event kind in [`COUNTERS`]: `Verdict::Allow`, `Deny`, `Audit` (1..=3) and
@@ -39,6 +40,7 @@ pub const COUNTER_LOST: usize = 0;
 /// The counter slot for `kind` (an `event::KIND_*`) and `slot` (a verdict value or
 /// [`COUNTER_LOST`]).
 #[must_use]
+#[expect(clippy::cast_possible_truncation, reason = "COUNTER_STRIDE is 4")]
 pub const fn counter_index(kind: u8, slot: u8) -> u32 {
     (kind as u32 - 1) * COUNTER_STRIDE as u32 + slot as u32
 }

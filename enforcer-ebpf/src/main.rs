@@ -7,8 +7,15 @@
 //! - [`report`]: decision counters and events into the ring buffer.
 //!
 //! Map layouts and names come from `enforcer-common`; the agent fills the maps.
-#![no_std]
-#![no_main]
+// Built for `bpfel-unknown-none` by `enforcer/build.rs`. Host builds (clippy, rustdoc) compile
+// the same code as an ordinary binary that does nothing.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+#![allow(
+    clippy::inline_always,
+    reason = "helpers are inlined on purpose: the verifier checks one flat program per hook"
+)]
+#![allow(clippy::needless_pass_by_value, reason = "aya's program macros pass the context by value")]
 
 mod file;
 mod maps;
@@ -21,9 +28,12 @@ mod workload;
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
 
-#[cfg(not(test))]
+#[cfg(target_arch = "bpf")]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     // Unreachable in a verified program: the verifier rejects any path that could get here.
     loop {}
 }
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}

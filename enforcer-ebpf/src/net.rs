@@ -114,7 +114,7 @@ fn decide(w: &Workload, remote: u32, port: u16, proto: u8) -> (Verdict, u32) {
         let (remote, port, proto) = candidates[i];
         let key = NetRuleKey { identity: w.identity, remote, port, proto, direction: DIR_EGRESS };
         // SAFETY: the map value is plain data, copied out at once.
-        if let Some(v) = unsafe { NET_RULES.get(&key) } {
+        if let Some(v) = unsafe { NET_RULES.get(key) } {
             return (Verdict::from_u8(v.verdict).unwrap_or(Verdict::Deny), v.rule_id);
         }
         i += 1;

@@ -38,7 +38,6 @@ pub fn header(kind: u8, verdict: Verdict, workload: &Workload, cgroup_id: u64) -
         verdict: verdict as u8,
         detail: 0,
         proto: 0,
-        #[expect(clippy::cast_possible_truncation, reason = "the upper half is the tgid")]
         pid: (pid_tgid >> 32) as u32,
         #[expect(clippy::cast_possible_truncation, reason = "the lower half is the uid")]
         uid: uid_gid as u32,
@@ -63,6 +62,7 @@ pub fn emit<T: 'static>(kind: u8, record: &T) {
             );
             entry.submit(0);
         }
+        #[expect(clippy::cast_possible_truncation, reason = "a slot index below 4")]
         None => count(kind, COUNTER_LOST as u8),
     }
 }

@@ -30,32 +30,32 @@ pub fn current() -> Option<(Workload, u64)> {
     // SAFETY: helper without pointer arguments.
     let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
     // SAFETY: the map value is plain data and copied out at once.
-    if let Some(w) = unsafe { WORKLOADS.get(&cgroup_id) } {
+    if let Some(w) = unsafe { WORKLOADS.get(cgroup_id) } {
         return Some((*w, cgroup_id));
     }
     let cfg = CONFIG.get(0)?;
     if cfg.root_cgroup_id == 0 {
         return None;
     }
-    let root_level = cfg.root_level as i32;
+    let root_level = cfg.root_level.cast_signed();
     // SAFETY: helper without pointer arguments; returns 0 for a level deeper than the task's.
     if unsafe { bpf_get_current_ancestor_cgroup_id(root_level) } != cfg.root_cgroup_id {
         return None;
     }
-    let mut depth = MAX_NESTING as i32;
+    let mut depth = MAX_NESTING.cast_signed();
     while depth > 0 {
         // SAFETY: as above.
         let id = unsafe { bpf_get_current_ancestor_cgroup_id(root_level + depth) };
         if id != 0 {
             // SAFETY: as above.
-            if let Some(w) = unsafe { WORKLOADS.get(&id) } {
+            if let Some(w) = unsafe { WORKLOADS.get(id) } {
                 return Some((*w, cgroup_id));
             }
         }
         depth -= 1;
     }
     // SAFETY: as above.
-    match unsafe { WORKLOADS.get(&cfg.root_cgroup_id) } {
+    match unsafe { WORKLOADS.get(cfg.root_cgroup_id) } {
         Some(w) => Some((*w, cgroup_id)),
         None => Some((FAIL_CLOSED, cgroup_id)),
     }

@@ -227,7 +227,7 @@ impl Config {
 
 /// 1-based line number of byte offset `at` in `text`.
 fn line_of(text: &str, at: usize) -> usize {
-    text.as_bytes()[..at.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1
+    text.as_bytes()[..at.min(text.len())].split(|b| *b == b'\n').count()
 }
 
 #[cfg(test)]
@@ -300,7 +300,7 @@ labels = { app = "db", env = "prod" }
             .expect_err("reserved label");
         let msg = e.to_string();
         assert!(msg.contains("workload[0].labels.@sys:uid"), "{msg}");
-        assert!(msg.contains("only the agent"), "{msg}");
+        assert!(msg.contains("only by the agent"), "{msg}");
     }
 
     #[test]

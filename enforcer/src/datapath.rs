@@ -230,6 +230,7 @@ impl Datapath {
     /// # Errors
     /// When a counter cannot be read.
     pub fn counters(&self) -> Result<Counters, DatapathError> {
+        const _: () = assert!(KIND_COUNT == 2, "Counters has one field per event kind");
         let read = |kind: u8| -> Result<KindCounters, DatapathError> {
             let mut slots = [0u64; COUNTER_STRIDE];
             for (slot, total) in slots.iter_mut().enumerate() {
@@ -243,7 +244,6 @@ impl Datapath {
             }
             Ok(KindCounters { lost: slots[COUNTER_LOST], allow: slots[1], deny: slots[2], audit: slots[3] })
         };
-        const _: () = assert!(KIND_COUNT == 2);
         Ok(Counters {
             network: read(enforcer_common::event::KIND_NETWORK)?,
             file: read(enforcer_common::event::KIND_FILE)?,

@@ -201,6 +201,9 @@ impl UdpServer {
     }
 
     /// Where it listens.
+    ///
+    /// # Panics
+    /// When the socket has no local address (it always has one once bound).
     #[must_use]
     pub fn addr(&self) -> SocketAddr {
         self.socket.local_addr().expect("local addr")

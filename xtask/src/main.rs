@@ -57,8 +57,8 @@ fn main() {
         Command::Setup => setup::run().map(|_| 0),
         Command::Build { release } => process::build_agent(release).map(|_| 0),
         Command::Run { config } => run::run(config),
-        Command::Test => test::run(test::Tiers::All),
-        Command::VmTest => test::run(test::Tiers::VmOnly),
+        Command::Test => Ok(test::run(test::Tiers::All)),
+        Command::VmTest => Ok(test::run(test::Tiers::VmOnly)),
         Command::Bench { quick: _ } => {
             eprintln!("cargo xtask bench: not built yet");
             Ok(2)

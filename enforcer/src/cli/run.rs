@@ -17,7 +17,7 @@ pub struct RunArgs {
     /// the built-in defaults.
     #[arg(long, short)]
     pub config: Option<PathBuf>,
-    /// Remove everything pinned under bpffs_dir and exit, instead of running.
+    /// Remove everything pinned under `bpffs_dir` and exit, instead of running.
     #[arg(long)]
     pub cleanup: bool,
 }

@@ -10,7 +10,7 @@ use crate::agent;
 /// Arguments of `enforcer uninstall`.
 #[derive(Debug, Args)]
 pub struct UninstallArgs {
-    /// Configuration whose bpffs_dir to clear (default: /etc/enforcer/enforcer.toml or defaults).
+    /// Configuration whose `bpffs_dir` to clear (default: /etc/enforcer/enforcer.toml or defaults).
     #[arg(long, short)]
     pub config: Option<PathBuf>,
 }

@@ -57,7 +57,7 @@ impl Layout {
 
 fn is_bpffs(path: &Path) -> io::Result<bool> {
     let fs = statfs(path).map_err(io::Error::from)?;
-    Ok(i64::from(fs.filesystem_type().0) == BPF_FS_MAGIC)
+    Ok(fs.filesystem_type().0 == BPF_FS_MAGIC)
 }
 
 fn ensure_bpffs(root: &Path) -> io::Result<()> {

@@ -23,7 +23,7 @@ fn header(kind: u8, verdict: Verdict) -> EventHeader {
 fn bytes<T: Copy>(v: &T) -> Vec<u8> {
     // SAFETY: test records are plain data without padding.
     #[expect(unsafe_code, reason = "building raw records as the kernel does")]
-    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    unsafe { std::slice::from_raw_parts(std::ptr::from_ref(v).cast::<u8>(), size_of::<T>()) }.to_vec()
 }
 
 fn net_event() -> NetEvent {
