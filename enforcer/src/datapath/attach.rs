@@ -90,7 +90,17 @@ fn lsm_program(ebpf: &mut Ebpf, name: &str, layout: &bpffs::Layout) -> Result<()
         .ok_or_else(|| format!("program {name} missing from the object"))?
         .try_into()
         .map_err(|e| format!("{e}"))?;
-    prog.load(name, &btf).map_err(|e| format!("load: {}", chain(&e)))?;
+    prog.load(name, &btf).map_err(|e| {
+        let text = chain(&e);
+        if text.contains("Operation not permitted") {
+            format!(
+                "load: {text}; the kernel refused the BPF-LSM program although `bpf` is an active \
+                 LSM: it cannot build BPF trampolines here (no JIT support for them, or lockdown)"
+            )
+        } else {
+            format!("load: {text}")
+        }
+    })?;
     let id = prog.attach().map_err(|e| format!("attach: {}", chain(&e)))?;
     let link: FdLink = prog.take_link(id).map_err(|e| format!("{e}"))?.into();
     pin(prog, link, name, layout)
