@@ -5,7 +5,9 @@
 //! workload gets an identity number, stable for as long as the agent runs, which is what the
 //! kernel maps carry.
 
+pub mod aws;
 pub mod cgroup;
+pub mod container;
 pub mod enrol;
 
 pub use enrol::{Enrolment, WorkloadInfo};

@@ -1,0 +1,1 @@
+//! Container and pod metadata read from the container runtimes' on-disk state.
