@@ -14,3 +14,4 @@ pub mod config;
 pub mod datapath;
 pub mod events;
 pub mod identity;
+pub mod profile;
