@@ -9,8 +9,13 @@ pub mod aws;
 pub mod cgroup;
 pub mod container;
 pub mod enrol;
+pub mod system;
+pub mod watch;
 
 pub use enrol::{Enrolment, WorkloadInfo};
+
+/// Tags of a workload: system tags (keys starting with `@`) and labels.
+pub type Tags = std::collections::BTreeMap<String, String>;
 
 /// Checks a workload name: a relative cgroup path of plain components.
 ///
