@@ -6,6 +6,7 @@
 //! kernel maps carry.
 
 pub mod aws;
+pub mod addresses;
 pub mod cgroup;
 pub mod container;
 pub mod enrol;
