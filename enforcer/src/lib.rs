@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 
 pub mod agent;
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod datapath;
