@@ -18,7 +18,19 @@ fn cache_dir() -> Option<PathBuf> {
         .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/enforcer")))
 }
 
+/// Generates the local API's gRPC code from `proto/enforcer.proto`, with the pure-Rust protox
+/// compiler (no `protoc` needed).
+fn compile_proto() -> anyhow::Result<()> {
+    let proto = concat!(env!("CARGO_MANIFEST_DIR"), "/proto/enforcer.proto");
+    println!("cargo:rerun-if-changed={proto}");
+    let fds = protox::compile([proto], [concat!(env!("CARGO_MANIFEST_DIR"), "/proto")])
+        .context("compiling proto/enforcer.proto")?;
+    tonic_prost_build::configure().compile_fds(fds).context("generating gRPC code")?;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
+    compile_proto()?;
     println!("cargo:rerun-if-env-changed=ENFORCER_CACHE");
     let path = env::var_os("PATH").unwrap_or_default();
     let on_path = env::split_paths(&path).any(|d| d.join("bpf-linker").is_file());

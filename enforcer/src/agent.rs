@@ -1,29 +1,34 @@
 //! The daemon: brings the datapath up on the managed cgroup root, keeps the kernel's workload
-//! map in step with the cgroup tree, and turns kernel events into logged flow events.
+//! map and the workloads' tags in step with the system, serves the local API, and turns kernel
+//! events into logged flow events.
 //!
 //! Start-up order matters for "no gap": the datapath is loaded and attached first (reusing
 //! pinned maps, so the previous agent's state keeps applying), then the root and workloads are
 //! (re)written, and only then does the agent report itself live.
 
+mod flows;
+mod state;
+
 use std::{
-    collections::HashMap,
     path::{Path, PathBuf},
-    sync::{Arc, RwLock},
+    sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
 
-use aya::maps::{MapData, RingBuf};
-use enforcer_common::{Verdict, Workload, identity::PENDING, workload::WORKLOAD_F_LOG_ALLOWED};
-use tokio::io::{Interest, unix::AsyncFd};
+use enforcer_common::{Verdict, identity::PENDING};
+
+pub use state::State;
 
 use crate::{
+    api,
     config::{Config, Posture},
     datapath::{self, Datapath, DatapathError},
-    events,
-    identity::{Enrolment, cgroup, enrol::Changes},
+    identity::{WorkloadInfo, cgroup, enrol::Changes, watch::CgroupWatcher},
+    profile::KeyError,
 };
 
-/// How often the cgroup tree is rescanned for new and removed workloads.
+/// Fallback rescan period, also the period at which system tags are refreshed. New and
+/// removed cgroups are noticed at once through inotify.
 const RESCAN_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Why the agent could not start or stopped.
@@ -43,12 +48,23 @@ pub enum AgentError {
     /// A network enforcement point could not attach: running would enforce nothing.
     #[error("network enforcement could not attach: {0}")]
     NetworkDown(String),
+    /// The host key could not be loaded or created.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The API socket could not be set up.
+    #[error("API socket {path}: {source}")]
+    Socket {
+        /// The configured socket.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// Reading kernel events failed.
     #[error("reading kernel events: {0}")]
     Events(std::io::Error),
 }
 
-/// Kernel verdict byte for a configured posture.
+/// Kernel verdict for a configured posture.
 #[must_use]
 pub fn verdict(p: Posture) -> Verdict {
     match p {
@@ -58,20 +74,17 @@ pub fn verdict(p: Posture) -> Verdict {
     }
 }
 
-/// A running agent.
+/// A started agent.
 pub struct Agent {
-    config: Config,
-    datapath: Datapath,
-    enrolment: Enrolment,
-    names: Arc<RwLock<HashMap<u64, String>>>,
+    state: Arc<Mutex<State>>,
 }
 
 impl Agent {
-    /// Loads and attaches the datapath on `config.cgroup_root` (created if missing) and enrols
-    /// the workloads below it.
+    /// Loads and attaches the datapath on `config.cgroup_root` (created if missing), loads the
+    /// host key and enrols the workloads below the root.
     ///
     /// # Errors
-    /// [`AgentError`] when the root or the datapath cannot be brought up.
+    /// [`AgentError`] when the root, the datapath or the key cannot be brought up.
     pub fn start(config: Config) -> Result<Self, AgentError> {
         let root = config.cgroup_root.clone();
         let cg_err = |source| AgentError::Cgroup { path: root.clone(), source };
@@ -92,147 +105,87 @@ impl Agent {
             return Err(AgentError::NetworkDown(down.join("; ")));
         }
         // The root's own entry is what a not-yet-enrolled cgroup below it resolves to.
-        datapath.set_workload(root_id, entry(&config, PENDING))?;
+        datapath.set_workload(root_id, state::entry(&config, PENDING))?;
         datapath.set_root(root_id, level)?;
-        let enrolment = Enrolment::new(&root, &config.workloads);
-        let mut agent = Self { config, datapath, enrolment, names: Arc::default() };
-        agent.reconcile()?;
-        Ok(agent)
+        let mut state = State::new(config, datapath)?;
+        state.reconcile()?;
+        Ok(Self { state: Arc::new(Mutex::new(state)) })
     }
 
-    /// The datapath, for callers that apply compiled state.
-    pub fn datapath(&mut self) -> &mut Datapath {
-        &mut self.datapath
-    }
-
-    /// The enrolled workloads.
-    #[must_use]
-    pub fn enrolment(&self) -> &Enrolment {
-        &self.enrolment
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Rescans the cgroup tree and writes what changed to the kernel.
     ///
     /// # Errors
     /// When the root cannot be read or a map write fails.
-    pub fn reconcile(&mut self) -> Result<Changes, AgentError> {
-        let changes = self
-            .enrolment
-            .rescan()
-            .map_err(|source| AgentError::Cgroup { path: self.config.cgroup_root.clone(), source })?;
-        for w in &changes.removed {
-            self.datapath.remove_workload(w.cgroup_id)?;
-            tracing::info!(workload = %w.name, identity = w.identity, "workload removed");
-        }
-        for w in &changes.added {
-            self.datapath.set_workload(w.cgroup_id, entry(&self.config, w.identity))?;
-            tracing::info!(workload = %w.name, identity = w.identity, cgroup_id = w.cgroup_id, labels = ?w.labels, "workload enrolled");
-        }
-        if !changes.added.is_empty() || !changes.removed.is_empty() {
-            let mut names = self.names.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-            for w in &changes.removed {
-                names.remove(&w.cgroup_id);
-            }
-            for w in &changes.added {
-                names.insert(w.cgroup_id, w.name.clone());
-            }
-        }
-        Ok(changes)
+    pub fn reconcile(&self) -> Result<Changes, AgentError> {
+        self.lock().reconcile()
     }
 
-    /// Serves until `shutdown` resolves: rescans workloads and logs kernel events. The pinned
-    /// datapath keeps enforcing after this returns.
+    /// The enrolled workload `name`, if any.
+    #[must_use]
+    pub fn workload(&self, name: &str) -> Option<WorkloadInfo> {
+        self.lock().workloads().into_iter().find(|w| w.name == name)
+    }
+
+    /// Serves until `shutdown` resolves: the local API, workload enrolment (inotify plus a
+    /// periodic rescan that also refreshes tags) and flow events. The pinned datapath keeps
+    /// enforcing after this returns.
     ///
     /// # Errors
-    /// When rescanning or reading events fails.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
-        let ring = self.datapath.take_events()?;
-        let reader = tokio::spawn(read_events(ring, Arc::clone(&self.names)));
-        let degraded: Vec<&str> =
-            self.datapath.points().iter().filter(|p| !p.attached()).map(|p| p.hook).collect();
-        tracing::info!(
-            not_attached = ?degraded,
-            cgroup_root = %self.config.cgroup_root.display(),
-            bpffs_dir = %self.config.bpffs_dir.display(),
-            workloads = self.enrolment.workloads().len(),
-            "enforcement live"
-        );
+    /// When the socket cannot be bound, or rescanning or reading events fails.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+        let (config, ring, names) = {
+            let mut s = self.lock();
+            (s.config.clone(), s.datapath.take_events()?, Arc::clone(&s.names))
+        };
+        let listener =
+            api::server::bind(&config.socket).map_err(|source| AgentError::Socket { path: config.socket.clone(), source })?;
+        let mut watcher = CgroupWatcher::new(&config.cgroup_root)
+            .map_err(|source| AgentError::Cgroup { path: config.cgroup_root.clone(), source })?;
+        let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+        let api_task = tokio::spawn(api::server::serve(listener, Arc::clone(&self.state), async {
+            let _ = api_stopped.await;
+        }));
+        let reader = tokio::spawn(flows::read(ring, names));
+        {
+            let s = self.lock();
+            let degraded: Vec<&str> = s.datapath.points().iter().filter(|p| !p.attached()).map(|p| p.hook).collect();
+            tracing::info!(
+                not_attached = ?degraded,
+                cgroup_root = %config.cgroup_root.display(),
+                socket = %config.socket.display(),
+                workloads = s.workloads().len(),
+                "enforcement live"
+            );
+        }
         tokio::pin!(shutdown);
         let mut tick = tokio::time::interval(RESCAN_INTERVAL);
-        loop {
+        let result = loop {
             tokio::select! {
-                () = &mut shutdown => break,
-                _ = tick.tick() => { self.reconcile()?; }
+                () = &mut shutdown => break Ok(()),
+                changed = watcher.changed() => {
+                    if let Err(source) = changed {
+                        break Err(AgentError::Cgroup { path: config.cgroup_root.clone(), source });
+                    }
+                    if let Err(e) = self.reconcile() { break Err(e); }
+                }
+                _ = tick.tick() => {
+                    if let Err(e) = self.reconcile() { break Err(e); }
+                }
             }
-        }
+        };
+        let _ = stop_api.send(());
+        let _ = api_task.await;
         reader.abort();
+        let _ = std::fs::remove_file(&config.socket);
         tracing::info!(
-            bpffs_dir = %self.config.bpffs_dir.display(),
+            bpffs_dir = %config.bpffs_dir.display(),
             "agent stopping; the pinned datapath keeps enforcing (`enforcer uninstall` removes it)"
         );
-        Ok(())
-    }
-}
-
-/// The kernel entry for a workload with `identity` under the configured defaults.
-fn entry(config: &Config, identity: u32) -> Workload {
-    Workload {
-        identity,
-        egress_default: verdict(config.default_network) as u8,
-        ingress_default: verdict(config.default_network) as u8,
-        file_default: verdict(config.default_file) as u8,
-        flags: if config.log_allowed { WORKLOAD_F_LOG_ALLOWED } else { 0 },
-    }
-}
-
-async fn read_events(ring: RingBuf<MapData>, names: Arc<RwLock<HashMap<u64, String>>>) -> Result<(), AgentError> {
-    let clock = events::Clock::now().map_err(|e| AgentError::Events(e.into()))?;
-    // SAFETY: the ring buffer owns its map fd for its whole life and `as_raw_fd` always
-    // returns that same fd, which is what `register_with_interest` requires.
-    #[expect(unsafe_code, reason = "tokio's I/O-safety contract for registering a raw fd")]
-    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| AgentError::Events(e.into()))?;
-    loop {
-        let mut guard = fd.readable_mut().await.map_err(AgentError::Events)?;
-        let ring = guard.get_inner_mut();
-        while let Some(item) = ring.next() {
-            match events::decode(&item) {
-                Ok(record) => {
-                    let cgroup_id = record.header().cgroup_id;
-                    let workload = names
-                        .read()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .get(&cgroup_id)
-                        .cloned();
-                    log_event(&events::describe(&record, &clock, workload));
-                }
-                Err(error) => tracing::error!(%error, "undecodable kernel event"),
-            }
-        }
-        guard.clear_ready();
-    }
-}
-
-fn log_event(e: &events::Event) {
-    let workload = e.workload.as_deref().unwrap_or("-");
-    match &e.detail {
-        events::Detail::Network { direction, protocol, src, dst, remote_identity, rule_id } => {
-            tracing::info!(
-                target: "enforcer::flow",
-                kind = e.kind, verdict = e.verdict, workload, identity = e.identity,
-                pid = e.pid, uid = e.uid, comm = %e.comm, direction, protocol = %protocol,
-                src = %src, dst = %dst, remote_identity, rule_id = ?rule_id,
-                "flow"
-            );
-        }
-        events::Detail::File { access } => {
-            tracing::info!(
-                target: "enforcer::flow",
-                kind = e.kind, verdict = e.verdict, workload, identity = e.identity,
-                pid = e.pid, uid = e.uid, comm = %e.comm, access = ?access,
-                "file"
-            );
-        }
+        result
     }
 }
 

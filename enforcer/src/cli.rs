@@ -2,9 +2,14 @@
 //!
 //! Query verbs talk only to a running daemon over its socket; they never open daemon state.
 
+mod client;
+mod label;
 mod pending;
+mod profile;
 mod run;
+mod status;
 mod uninstall;
+mod workloads;
 
 use std::path::PathBuf;
 
@@ -35,10 +40,10 @@ pub enum Output {
 #[derive(Debug, Args)]
 pub struct Query {
     /// The agent's local API socket.
-    #[arg(long, global = true, default_value = "/run/enforcer/enforcer.sock", env = "ENFORCER_SOCKET")]
+    #[arg(long, default_value = "/run/enforcer/enforcer.sock", env = "ENFORCER_SOCKET")]
     pub socket: PathBuf,
     /// Output format.
-    #[arg(short, long, global = true, value_enum, default_value_t)]
+    #[arg(short, long, value_enum, default_value_t)]
     pub output: Output,
 }
 
@@ -51,16 +56,16 @@ pub enum Command {
     Status(Query),
     /// Enrolled workloads: cgroup, tags, identity number.
     Workloads(Query),
-    /// A workload's signed Trust Profile, or `profile verify FILE`.
-    Profile(pending::Rest),
+    /// A workload's signed Trust Profile, or `profile verify FILE [--key PUBKEY]`.
+    Profile(profile::ProfileArgs),
     /// Validate, apply, list or delete policies (`policy check FILE...` works offline).
     Policy(pending::Rest),
     /// Network and file events (`--follow`, `--since DURATION`).
     Flows(pending::Rest),
     /// Which policy and rule decide an operation for a workload.
     Explain(pending::Rest),
-    /// Assign operator labels to a workload.
-    Label(pending::Rest),
+    /// Assign operator labels to a workload (`enforcer label web tier=frontend`).
+    Label(label::LabelArgs),
     /// Learn what a workload does (`start|stop|status`).
     Observe(pending::Rest),
     /// Other agents, their certificates and key epochs.
@@ -79,14 +84,14 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Run(args) => run::run(&args),
         Command::Uninstall(args) => uninstall::run(&args),
-        Command::Status(_) => Ok(pending::not_yet("status")),
-        Command::Workloads(_) => Ok(pending::not_yet("workloads")),
+        Command::Status(q) => status::run(&q),
+        Command::Workloads(q) => workloads::run(&q),
         Command::Peers(_) => Ok(pending::not_yet("peers")),
-        Command::Profile(_) => Ok(pending::not_yet("profile")),
+        Command::Profile(args) => profile::run(&args),
         Command::Policy(_) => Ok(pending::not_yet("policy")),
         Command::Flows(_) => Ok(pending::not_yet("flows")),
         Command::Explain(_) => Ok(pending::not_yet("explain")),
-        Command::Label(_) => Ok(pending::not_yet("label")),
+        Command::Label(args) => label::run(&args),
         Command::Observe(_) => Ok(pending::not_yet("observe")),
         Command::Ca(_) => Ok(pending::not_yet("ca")),
     }

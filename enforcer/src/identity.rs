@@ -6,11 +6,17 @@
 //! kernel maps carry.
 
 pub mod aws;
+pub mod addresses;
 pub mod cgroup;
 pub mod container;
 pub mod enrol;
+pub mod system;
+pub mod watch;
 
 pub use enrol::{Enrolment, WorkloadInfo};
+
+/// Tags of a workload: system tags (keys starting with `@`) and labels.
+pub type Tags = std::collections::BTreeMap<String, String>;
 
 /// Checks a workload name: a relative cgroup path of plain components.
 ///

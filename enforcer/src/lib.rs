@@ -9,8 +9,10 @@
 #![deny(unsafe_code)]
 
 pub mod agent;
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod datapath;
 pub mod events;
 pub mod identity;
+pub mod profile;

@@ -221,6 +221,12 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// The probe binary.
+#[must_use]
+pub fn probe_bin() -> PathBuf {
+    probe_path()
+}
+
 /// `$ENFORCER_PROBE`, or the probe cargo built beside the test binary (`target/*/deps/..`).
 fn probe_path() -> PathBuf {
     if let Some(p) = std::env::var_os("ENFORCER_PROBE") {
@@ -247,6 +253,165 @@ pub fn probe(cgroup: Option<&Path>, args: &[&str]) -> Outcome {
         Some(77) => Outcome::Denied,
         _ => Outcome::Failed(String::from_utf8_lossy(&out.stderr).into_owned()),
     }
+}
+
+/// The `enforcer` binary: `$ENFORCER_BIN`, or the one cargo built in the same target
+/// directory as the test binary (`cargo xtask test` builds it first).
+#[must_use]
+pub fn enforcer_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("ENFORCER_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let deps = exe.parent().expect("deps dir");
+    deps.parent().unwrap_or(deps).join("enforcer")
+}
+
+/// Runs the `enforcer` CLI with `args`; returns (exit code, stdout, stderr).
+///
+/// # Panics
+/// When the binary cannot be started.
+#[must_use]
+pub fn enforcer(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(enforcer_bin())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", enforcer_bin().display()));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A running `enforcer run` process on its own config, socket, state and pins, stopped (and
+/// its pins removed) on drop.
+pub struct AgentProcess {
+    child: std::process::Child,
+    dir: PathBuf,
+    /// The config file it runs with.
+    pub config: PathBuf,
+    /// Its API socket.
+    pub socket: PathBuf,
+    /// Its state directory.
+    pub state_dir: PathBuf,
+    pins: PathBuf,
+}
+
+impl AgentProcess {
+    /// Starts the agent managing `root` with pins in `pins`; `extra` is appended to the
+    /// generated config (e.g. `[[workload]]` tables). Waits until its API answers.
+    ///
+    /// # Panics
+    /// When it does not come up within 20 s.
+    #[must_use]
+    pub fn start(root: &TestCgroup, pins: &TestPins, extra: &str) -> Self {
+        let dir = std::env::temp_dir().join(unique("enforcer-agent"));
+        Self::start_in(root, pins, extra, dir.clone(), dir.join("state"))
+    }
+
+    /// Like [`AgentProcess::start`], but keeping state (host key, labels) in `state_dir`,
+    /// which outlives this agent.
+    ///
+    /// # Panics
+    /// When it does not come up within 20 s.
+    #[must_use]
+    pub fn start_with_state(root: &TestCgroup, pins: &TestPins, extra: &str, state_dir: &Path) -> Self {
+        let dir = std::env::temp_dir().join(unique("enforcer-agent"));
+        Self::start_in(root, pins, extra, dir, state_dir.to_owned())
+    }
+
+    fn start_in(root: &TestCgroup, pins: &TestPins, extra: &str, dir: PathBuf, state_dir: PathBuf) -> Self {
+        std::fs::create_dir_all(&dir).expect("agent dir");
+        let socket = dir.join("run/enforcer.sock");
+        let config = dir.join("enforcer.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "cgroup_root = {:?}\nbpffs_dir = {:?}\nsocket = {:?}\nstate_dir = {:?}\npolicy_dir = {:?}\nmetrics_addr = \"\"\n{extra}\n",
+                root.path(),
+                pins.path(),
+                socket,
+                state_dir,
+                dir.join("policies"),
+            ),
+        )
+        .expect("config");
+        let log = std::fs::File::create(dir.join("agent.log")).expect("log file");
+        let child = Command::new(enforcer_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", enforcer_bin().display()));
+        let agent = Self { child, dir, config, socket, state_dir, pins: pins.path().to_owned() };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if agent.cli(&["status"]).0 == 0 {
+                return agent;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the agent did not come up; its log:\n{}", agent.log());
+    }
+
+    /// Runs a query verb against this agent (`--socket` is added).
+    #[must_use]
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let socket = self.socket.to_str().expect("utf-8 socket path");
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--socket", socket]);
+        enforcer(&all)
+    }
+
+    /// The agent's log so far.
+    #[must_use]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// The agent's working directory (config, state, socket, log).
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(0));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+        let _ = enforcer::datapath::bpffs::remove_all(&self.pins);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A child process killed on drop.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the probe in the background with `args`, inside `cgroup`.
+///
+/// # Panics
+/// When it cannot be started.
+#[must_use]
+pub fn spawn_probe(cgroup: &Path, args: &[&str]) -> ChildGuard {
+    let child = Command::new(probe_path())
+        .arg("--cgroup")
+        .arg(cgroup)
+        .args(args)
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting the probe: {e}"));
+    ChildGuard(child)
 }
 
 /// Opens a datapath managing `root` with pins in `pins`, and tells the kernel which cgroup is

@@ -10,10 +10,11 @@ use enforcer::{
 };
 use enforcer_tests::{Outcome, TcpServer, TestCgroup, TestPins, can_run, privileged_unavailable, probe};
 
-fn config(root: &TestCgroup, pins: &TestPins) -> Config {
+fn config(root: &TestCgroup, pins: &TestPins, state: &tempfile::TempDir) -> Config {
     Config {
         cgroup_root: root.path().to_owned(),
         bpffs_dir: pins.path().to_owned(),
+        state_dir: state.path().to_owned(),
         default_network: Posture::Deny,
         workloads: vec![WorkloadLabels {
             cgroup: "svc".into(),
@@ -33,12 +34,13 @@ fn agent_enrols_enforces_and_stays_pinned_until_uninstalled() {
     let server = TcpServer::start("127.0.0.1:0");
     let target = server.addr().to_string();
 
-    let mut agent = Agent::start(config(&root, &pins)).expect("agent starts");
+    let state = tempfile::tempdir().expect("state dir");
+    let agent = Agent::start(config(&root, &pins, &state)).expect("agent starts");
     let svc = root.child("svc");
     let nested = root.child("svc/job");
     let changes = agent.reconcile().expect("rescan");
     assert_eq!(changes.added.len(), 2);
-    let info = &agent.enrolment().workloads()["svc/job"];
+    let info = agent.workload("svc/job").expect("nested workload enrolled");
     assert_eq!(info.labels["app"], "svc", "nested cgroups inherit labels");
 
     assert_eq!(probe(Some(&svc), &["connect", &target]), Outcome::Denied, "default_network = deny");
@@ -64,9 +66,10 @@ fn restarted_agent_reuses_pins_without_a_gap() {
     let server = TcpServer::start("127.0.0.1:0");
     let target = server.addr().to_string();
 
-    let first = Agent::start(config(&root, &pins)).expect("first agent");
+    let state = tempfile::tempdir().expect("state dir");
+    let first = Agent::start(config(&root, &pins, &state)).expect("first agent");
     drop(first);
-    let second = Agent::start(config(&root, &pins)).expect("second agent over the same pins");
+    let second = Agent::start(config(&root, &pins, &state)).expect("second agent over the same pins");
     assert_eq!(probe(Some(&svc), &["connect", &target]), Outcome::Denied);
     let links: Vec<_> = std::fs::read_dir(pins.path().join("links"))
         .expect("links dir")
@@ -82,7 +85,9 @@ fn agent_refuses_a_root_outside_cgroup_v2() {
         return;
     }
     let pins = TestPins::new();
+    let state = tempfile::tempdir().expect("state dir");
     let cfg = Config {
+        state_dir: state.path().to_owned(),
         cgroup_root: "/tmp/not-a-cgroup".into(),
         bpffs_dir: pins.path().to_owned(),
         ..Config::default()

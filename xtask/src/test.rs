@@ -26,7 +26,7 @@ pub enum Tiers {
 }
 
 /// Integration test targets that run on the host kernel. `lsm` needs BPF LSM: VM only.
-pub const HOST_TESTS: [&str; 2] = ["net", "agent"];
+pub const HOST_TESTS: [&str; 3] = ["net", "agent", "identity"];
 
 /// Results of one tier.
 #[derive(Default)]
@@ -108,6 +108,11 @@ fn unit() -> Tally {
 
 fn host() -> Tally {
     let mut tally = Tally::new("host");
+    // The tests run the real `enforcer` binary, found beside them in target/debug.
+    if let Err(e) = crate::process::build_agent(false) {
+        tally.broken(format!("building the enforcer binary: {e:#}"));
+        return tally;
+    }
     let mut cmd = cargo();
     cmd.args(["test", "--package", "enforcer-tests", "--no-fail-fast"]);
     for t in HOST_TESTS {

@@ -26,13 +26,16 @@ const VM_TIMEOUT_SECS: u32 = 900;
 struct Binaries {
     tests: Vec<(String, PathBuf)>,
     probe: PathBuf,
+    enforcer: PathBuf,
 }
+
+const STATIC_RUSTFLAGS: &str = "-C target-feature=+crt-static -C debuginfo=0";
 
 /// Builds the integration tests and the probe as static executables.
 fn build_static() -> anyhow::Result<Binaries> {
     let mut cmd = cargo();
     cmd.args(["test", "--package", "enforcer-tests", "--no-run", "--target", TARGET, "--message-format=json-render-diagnostics"])
-        .env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS", "-C target-feature=+crt-static -C debuginfo=0")
+        .env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS", STATIC_RUSTFLAGS)
         .stdout(Stdio::piped());
     let out = cmd.output().context("building the static test binaries")?;
     if !out.status.success() {
@@ -56,10 +59,17 @@ fn build_static() -> anyhow::Result<Binaries> {
     }
     tests.sort();
     let probe = probe.context("cargo built no enforcer-probe")?;
+    status(
+        cargo()
+            .args(["build", "--package", "enforcer", "--bin", "enforcer", "--target", TARGET])
+            .env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS", STATIC_RUSTFLAGS),
+    )
+    .context("building the static enforcer binary")?;
+    let enforcer = root().join("target").join(TARGET).join("debug/enforcer");
     if tests.is_empty() {
         bail!("cargo built no integration test binaries");
     }
-    Ok(Binaries { tests, probe })
+    Ok(Binaries { tests, probe, enforcer })
 }
 
 fn init_script(ci: bool) -> String {
@@ -75,7 +85,7 @@ mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t bpf bpf /sys/fs/bpf
 mount -t tmpfs tmpfs /tmp
 ip link set lo up
-export ENFORCER_TIER=vm ENFORCER_PROBE=/bin/enforcer-probe HOME=/root RUST_BACKTRACE=1 {ci}
+export ENFORCER_TIER=vm ENFORCER_PROBE=/bin/enforcer-probe ENFORCER_BIN=/bin/enforcer HOME=/root RUST_BACKTRACE=1 {ci}
 echo "{MARK} kernel $(uname -r) lsm $(cat /sys/kernel/security/lsm)"
 for t in /tests/*; do
   echo "{MARK} binary $(basename $t)"
@@ -91,11 +101,12 @@ poweroff -f
 
 fn stage(bins: &Binaries, dir: &Path) -> anyhow::Result<PathBuf> {
     let _ = std::fs::remove_dir_all(dir);
-    for d in ["bin", "tests", "proc", "sys", "dev", "tmp", "root"] {
+    for d in ["bin", "tests", "proc", "sys", "dev", "tmp", "root", "run", "etc"] {
         std::fs::create_dir_all(dir.join(d))?;
     }
     std::fs::copy("/bin/busybox", dir.join("bin/busybox")).context("copying /bin/busybox (busybox-static)")?;
     std::fs::copy(&bins.probe, dir.join("bin/enforcer-probe"))?;
+    std::fs::copy(&bins.enforcer, dir.join("bin/enforcer"))?;
     for (name, exe) in &bins.tests {
         std::fs::copy(exe, dir.join("tests").join(name))?;
     }

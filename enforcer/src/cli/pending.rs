@@ -18,8 +18,8 @@ pub const NOT_AVAILABLE: i32 = 2;
 #[must_use]
 pub fn not_yet(verb: &str) -> i32 {
     eprintln!(
-        "enforcer {verb}: not available in this version ({}) yet; the daemon (`enforcer run`) and \
-         `enforcer uninstall` are. Flow events are in the daemon's log.",
+        "enforcer {verb}: not available in this version ({}) yet; `enforcer --help` lists what is. \
+         Flow events are in the daemon's log.",
         env!("CARGO_PKG_VERSION")
     );
     NOT_AVAILABLE

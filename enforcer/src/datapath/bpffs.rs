@@ -126,6 +126,21 @@ pub fn remove_all(root: &Path) -> io::Result<bool> {
             format!("{} is not on a bpf filesystem; refusing to remove it", root.display()),
         ));
     }
+    detach_links(&root.join("links"));
     std::fs::remove_dir_all(root)?;
     Ok(true)
+}
+
+/// Detaches every pinned link under `dir` before its pin goes: the link is opened, unpinned,
+/// and its last reference closed here, which detaches synchronously. Merely unlinking the pin
+/// would leave the detach to a kernel work queue, so enforcement could outlive `uninstall`
+/// for a moment.
+fn detach_links(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        match aya::programs::links::PinnedLink::from_pin(entry.path()) {
+            Ok(link) => drop(link.unpin()),
+            Err(error) => tracing::warn!(path = %entry.path().display(), %error, "not a pinned link"),
+        }
+    }
 }

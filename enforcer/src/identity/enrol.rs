@@ -12,7 +12,7 @@ use std::{
 use enforcer_common::identity::{FIRST_WORKLOAD, Identity};
 use serde::Serialize;
 
-use super::cgroup;
+use super::{Tags, cgroup, validate_label};
 use crate::config::WorkloadLabels;
 
 /// One enrolled workload.
@@ -24,8 +24,10 @@ pub struct WorkloadInfo {
     pub cgroup_id: u64,
     /// Its identity number in the kernel maps.
     pub identity: Identity,
-    /// Operator labels, inherited ones included.
-    pub labels: BTreeMap<String, String>,
+    /// Operator labels (config and `enforcer label`), inherited ones included.
+    pub labels: Tags,
+    /// Everything policies select on: the labels plus the system tags the agent found.
+    pub tags: Tags,
 }
 
 /// What a rescan changed.
@@ -41,9 +43,25 @@ pub struct Changes {
 #[derive(Debug)]
 pub struct Enrolment {
     root: PathBuf,
-    configured: BTreeMap<String, BTreeMap<String, String>>,
+    configured: BTreeMap<String, Tags>,
+    assigned: BTreeMap<String, Tags>,
+    system: BTreeMap<String, Tags>,
     workloads: BTreeMap<String, WorkloadInfo>,
     next_identity: Identity,
+}
+
+/// Why labels could not be assigned.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LabelError {
+    /// No enrolled workload has that name.
+    #[error("no workload named {0:?} is enrolled")]
+    UnknownWorkload(String),
+    /// A label is not acceptable.
+    #[error("{0}")]
+    Invalid(String),
+    /// Nothing to assign.
+    #[error("no labels given; use KEY=VALUE")]
+    Empty,
 }
 
 impl Enrolment {
@@ -53,6 +71,8 @@ impl Enrolment {
         Self {
             root: root.to_owned(),
             configured: configured.iter().map(|w| (w.cgroup.clone(), w.labels.clone())).collect(),
+            assigned: BTreeMap::new(),
+            system: BTreeMap::new(),
             workloads: BTreeMap::new(),
             next_identity: FIRST_WORKLOAD,
         }
@@ -84,6 +104,7 @@ impl Enrolment {
             .map(|(name, _)| name.clone())
             .collect();
         for name in gone {
+            self.system.remove(&name);
             if let Some(w) = self.workloads.remove(&name) {
                 changes.removed.push(w);
             }
@@ -92,11 +113,13 @@ impl Enrolment {
             if self.workloads.contains_key(name) {
                 continue;
             }
+            let labels = self.labels_for(name);
             let info = WorkloadInfo {
                 name: name.clone(),
                 cgroup_id,
                 identity: self.next_identity,
-                labels: self.labels_for(name),
+                tags: labels.clone(),
+                labels,
             };
             self.next_identity += 1;
             self.workloads.insert(name.clone(), info.clone());
@@ -105,8 +128,9 @@ impl Enrolment {
         changes
     }
 
-    /// Labels of `name`: each ancestor's configured labels, nearer ones overriding.
-    fn labels_for(&self, name: &str) -> BTreeMap<String, String> {
+    /// Labels of `name`: each ancestor's configured then assigned labels, nearer ones
+    /// overriding, and labels assigned at run time overriding the config at the same level.
+    fn labels_for(&self, name: &str) -> Tags {
         let mut labels = BTreeMap::new();
         let mut prefix = String::new();
         for part in name.split('/') {
@@ -114,11 +138,104 @@ impl Enrolment {
                 prefix.push('/');
             }
             prefix.push_str(part);
-            if let Some(own) = self.configured.get(&prefix) {
-                labels.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+            for source in [&self.configured, &self.assigned] {
+                if let Some(own) = source.get(&prefix) {
+                    labels.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
             }
         }
         labels
+    }
+
+    /// Recomputes labels and tags of `name` and the workloads nested in it; returns the names
+    /// whose tags changed.
+    fn recompute(&mut self, name: &str) -> Vec<String> {
+        let nested = format!("{name}/");
+        let affected: Vec<String> =
+            self.workloads.keys().filter(|n| *n == name || n.starts_with(&nested)).cloned().collect();
+        let mut changed = Vec::new();
+        for n in affected {
+            let labels = self.labels_for(&n);
+            let mut tags = labels.clone();
+            if let Some(system) = self.system.get(&n) {
+                tags.extend(system.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+            if let Some(w) = self.workloads.get_mut(&n)
+                && (w.tags != tags || w.labels != labels)
+            {
+                w.labels = labels;
+                w.tags = tags;
+                changed.push(n);
+            }
+        }
+        changed
+    }
+
+    /// Assigns operator labels to workload `name` (and, by inheritance, to the workloads
+    /// nested in it). Returns the names whose tags changed.
+    ///
+    /// # Errors
+    /// [`LabelError`] for an unknown workload, no labels, or a label that is not acceptable
+    /// (a key starting with `@` claims a system tag and is refused).
+    pub fn assign(&mut self, name: &str, labels: &Tags) -> Result<Vec<String>, LabelError> {
+        if !self.workloads.contains_key(name) {
+            return Err(LabelError::UnknownWorkload(name.to_owned()));
+        }
+        if labels.is_empty() {
+            return Err(LabelError::Empty);
+        }
+        for (k, v) in labels {
+            validate_label(k, v).map_err(LabelError::Invalid)?;
+        }
+        self.assigned.entry(name.to_owned()).or_default().extend(labels.clone());
+        Ok(self.recompute(name))
+    }
+
+    /// Labels assigned at run time, by workload, for persisting.
+    #[must_use]
+    pub fn assigned(&self) -> &BTreeMap<String, Tags> {
+        &self.assigned
+    }
+
+    /// Restores labels assigned by an earlier run (entries with invalid labels are dropped).
+    pub fn restore_assigned(&mut self, assigned: BTreeMap<String, Tags>) {
+        self.assigned = assigned
+            .into_iter()
+            .filter(|(_, labels)| labels.iter().all(|(k, v)| validate_label(k, v).is_ok()))
+            .collect();
+        let names: Vec<String> = self.workloads.keys().cloned().collect();
+        for n in names {
+            self.recompute(&n);
+        }
+    }
+
+    /// Sets the system tags the agent found for `name`; returns whether its tags changed.
+    /// Keys must start with `@`; anything else is ignored.
+    pub fn set_system_tags(&mut self, name: &str, system: Tags) -> bool {
+        if !self.workloads.contains_key(name) {
+            return false;
+        }
+        let system: Tags = system.into_iter().filter(|(k, _)| k.starts_with('@')).collect();
+        if self.system.get(name) == Some(&system) {
+            return false;
+        }
+        self.system.insert(name.to_owned(), system);
+        self.recompute(name).iter().any(|n| n == name)
+    }
+
+    /// The workload named `name`, or whose identity number is `name`.
+    #[must_use]
+    pub fn find(&self, name: &str) -> Option<&WorkloadInfo> {
+        self.workloads.get(name).or_else(|| {
+            let id: Identity = name.parse().ok()?;
+            self.workloads.values().find(|w| w.identity == id)
+        })
+    }
+
+    /// The managed root.
+    #[must_use]
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 }
 
@@ -148,7 +265,7 @@ fn walk(root: &Path, dir: &Path, found: &mut BTreeMap<String, u64>) -> io::Resul
 mod tests {
     use super::*;
 
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    fn labels(pairs: &[(&str, &str)]) -> Tags {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
     }
 
@@ -183,6 +300,32 @@ mod tests {
         assert!(before.values().all(|w| w.identity >= FIRST_WORKLOAD));
         assert_eq!(e.apply(&found), Changes::default());
         assert_eq!(e.workloads(), &before);
+    }
+
+    #[test]
+    fn assigned_labels_inherit_and_reserved_keys_are_refused() {
+        let mut e = enrolment();
+        e.apply(&BTreeMap::from([("team".to_owned(), 10), ("team/db".to_owned(), 11)]));
+        let changed = e.assign("team", &labels(&[("tier", "backend"), ("env", "staging")])).expect("assign");
+        assert_eq!(changed, ["team", "team/db"]);
+        // The nested workload's own config label still overrides the inherited assignment.
+        assert_eq!(e.workloads()["team/db"].labels["env"], "prod");
+        assert_eq!(e.workloads()["team/db"].labels["tier"], "backend");
+        let err = e.assign("team/db", &labels(&[("@sys:uid", "0")])).expect_err("reserved");
+        assert!(err.to_string().contains("only by the agent"), "{err}");
+        assert_eq!(e.assign("nope", &labels(&[("a", "b")])), Err(LabelError::UnknownWorkload("nope".into())));
+        assert_eq!(e.find("257").map(|w| w.name.as_str()), Some("team/db"));
+    }
+
+    #[test]
+    fn system_tags_join_labels_and_cannot_be_plain_keys() {
+        let mut e = enrolment();
+        e.apply(&BTreeMap::from([("team".to_owned(), 10)]));
+        assert!(e.set_system_tags("team", labels(&[("@sys:uid", "65534"), ("app", "forged")])));
+        let w = &e.workloads()["team"];
+        assert_eq!(w.tags["@sys:uid"], "65534");
+        assert!(!w.tags.contains_key("app"), "only @ keys are system tags");
+        assert!(!e.set_system_tags("team", labels(&[("@sys:uid", "65534")])), "unchanged");
     }
 
     #[test]

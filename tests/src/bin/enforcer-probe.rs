@@ -5,6 +5,7 @@
 //! enforcer-probe [--cgroup DIR] connect ADDR:PORT     # TCP connect
 //! enforcer-probe [--cgroup DIR] udp ADDR:PORT         # UDP connect + send
 //! enforcer-probe [--cgroup DIR] open PATH [--write]   # open for reading (or writing)
+//! enforcer-probe [--cgroup DIR] run-as UID GID PROG [ARGS...]   # drop to UID/GID, exec PROG
 //! ```
 //! Exit codes: 0 it worked, 77 permission denied (EPERM or EACCES), 1 any other failure.
 #![forbid(unsafe_code)]
@@ -42,6 +43,15 @@ fn run(args: &[String]) -> io::Result<()> {
         [op, path] if op == "open" => std::fs::File::open(path).map(drop),
         [op, path, w] if op == "open" && w == "--write" => {
             std::fs::OpenOptions::new().write(true).open(path).map(drop)
+        }
+        [op, uid, gid, prog, rest @ ..] if op == "run-as" => {
+            let uid = nix::unistd::Uid::from_raw(uid.parse().map_err(|_| bad())?);
+            let gid = nix::unistd::Gid::from_raw(gid.parse().map_err(|_| bad())?);
+            nix::unistd::setgroups(&[]).map_err(io::Error::from)?;
+            nix::unistd::setgid(gid).map_err(io::Error::from)?;
+            nix::unistd::setuid(uid).map_err(io::Error::from)?;
+            let err = std::os::unix::process::CommandExt::exec(std::process::Command::new(prog).args(rest));
+            Err(err)
         }
         _ => Err(bad()),
     }

@@ -1,0 +1,267 @@
+//! The agent's state, shared by the run loop and the local API: enrolled workloads and their
+//! tags, the datapath, the host key and the profiles it signed.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock},
+    time::Instant,
+};
+
+use enforcer_common::{Workload, workload::WORKLOAD_F_LOG_ALLOWED};
+
+use super::{AgentError, verdict};
+use crate::{
+    api::{ApiError, proto},
+    config::Config,
+    datapath::Datapath,
+    identity::{
+        Enrolment, Tags, WorkloadInfo, addresses, cgroup,
+        enrol::{Changes, LabelError},
+        system::{self, ExeHashes, HostFacts},
+    },
+    profile::{self, HostKey, Profile, PublicKey, SignedProfile},
+};
+
+/// File in `state_dir` holding labels assigned with `enforcer label`.
+const LABELS_FILE: &str = "labels.json";
+
+/// cgroup id → workload name, read by the flow-event reader.
+pub type Names = Arc<RwLock<HashMap<u64, String>>>;
+
+/// Everything the agent knows and owns.
+pub struct State {
+    pub(super) config: Config,
+    pub(super) datapath: Datapath,
+    enrolment: Enrolment,
+    host: HostFacts,
+    /// Host-wide verified tags (EC2 identity), and what `status` says about them.
+    pub(super) aws_tags: Tags,
+    pub(super) aws_status: String,
+    hashes: ExeHashes,
+    key: HostKey,
+    profiles: HashMap<String, SignedProfile>,
+    pub(super) names: Names,
+    started: Instant,
+}
+
+impl State {
+    /// State over a started datapath; restores labels assigned by an earlier run.
+    ///
+    /// # Errors
+    /// When the host key cannot be loaded or created.
+    pub(super) fn new(config: Config, datapath: Datapath) -> Result<Self, AgentError> {
+        let key = HostKey::load_or_create(&config.state_dir)?;
+        let mut enrolment = Enrolment::new(&config.cgroup_root, &config.workloads);
+        if let Some(assigned) = load_labels(&config.state_dir.join(LABELS_FILE)) {
+            enrolment.restore_assigned(assigned);
+        }
+        Ok(Self {
+            config,
+            datapath,
+            enrolment,
+            host: HostFacts::read(),
+            aws_tags: Tags::new(),
+            aws_status: "not checked yet".to_owned(),
+            hashes: ExeHashes::default(),
+            key,
+            profiles: HashMap::new(),
+            names: Names::default(),
+            started: Instant::now(),
+        })
+    }
+
+    /// Rescans the cgroup tree, writes membership changes to the kernel, and refreshes every
+    /// workload's system tags.
+    ///
+    /// # Errors
+    /// When the root cannot be read or a map write fails.
+    pub fn reconcile(&mut self) -> Result<Changes, AgentError> {
+        let changes = self
+            .enrolment
+            .rescan()
+            .map_err(|source| AgentError::Cgroup { path: self.config.cgroup_root.clone(), source })?;
+        for w in &changes.removed {
+            self.datapath.remove_workload(w.cgroup_id)?;
+            self.profiles.remove(&w.name);
+            tracing::info!(workload = %w.name, identity = w.identity, "workload removed");
+        }
+        for w in &changes.added {
+            self.datapath.set_workload(w.cgroup_id, entry(&self.config, w.identity))?;
+            tracing::info!(workload = %w.name, identity = w.identity, cgroup_id = w.cgroup_id, "workload enrolled");
+        }
+        if !changes.added.is_empty() || !changes.removed.is_empty() {
+            let mut names = self.names.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for w in &changes.removed {
+                names.remove(&w.cgroup_id);
+            }
+            for w in &changes.added {
+                names.insert(w.cgroup_id, w.name.clone());
+            }
+        }
+        self.refresh_tags();
+        Ok(changes)
+    }
+
+    /// Recomputes system tags from the facts: host, EC2, and each workload's oldest process.
+    fn refresh_tags(&mut self) {
+        let root = self.enrolment.root().to_owned();
+        let names: Vec<String> = self.enrolment.workloads().keys().cloned().collect();
+        for name in names {
+            let mut tags = self.host.tags();
+            tags.extend(self.aws_tags.clone());
+            let dir = root.join(&name);
+            let pids = cgroup::procs(&dir).unwrap_or_default();
+            if let Some(pid) = system::oldest(&pids) {
+                match system::process(pid, &mut self.hashes) {
+                    Ok(facts) => tags.extend(facts.tags()),
+                    Err(error) => tracing::debug!(workload = %name, pid, %error, "process facts unavailable"),
+                }
+            }
+            if self.enrolment.set_system_tags(&name, tags) {
+                self.profiles.remove(&name);
+                if let Some(w) = self.enrolment.workloads().get(&name) {
+                    tracing::info!(workload = %name, tags = ?w.tags, "workload tags changed");
+                }
+            }
+        }
+    }
+
+    /// The enrolled workloads, by name.
+    #[must_use]
+    pub fn workloads(&self) -> Vec<WorkloadInfo> {
+        self.enrolment.workloads().values().cloned().collect()
+    }
+
+    fn find(&self, name: &str) -> Result<&WorkloadInfo, ApiError> {
+        crate::identity::validate_workload_name(name)
+            .or_else(|e| if name.parse::<u32>().is_ok() { Ok(()) } else { Err(e) })
+            .map_err(|e| ApiError::InvalidArgument(format!("workload {name:?}: {e}")))?;
+        self.enrolment.find(name).ok_or_else(|| {
+            ApiError::NotFound(format!("no workload {name:?} is enrolled; `enforcer workloads` lists them"))
+        })
+    }
+
+    /// The workload's current signed profile, issuing a new one when none is valid for at
+    /// least a tenth of its validity.
+    ///
+    /// # Errors
+    /// [`ApiError::NotFound`] for an unknown workload.
+    pub fn profile(&mut self, name: &str) -> Result<SignedProfile, ApiError> {
+        let w = self.find(name)?.clone();
+        let now = profile::now();
+        if let Some(p) = self.profiles.get(&w.name)
+            && p.profile.expires_at > now + profile::VALIDITY_SECS / 10
+        {
+            return Ok(p.clone());
+        }
+        let root = self.enrolment.root().join(&w.name);
+        let pid = system::oldest(&cgroup::procs(&root).unwrap_or_default());
+        let addresses = pid.map(addresses::of_process).unwrap_or_default();
+        let signed = SignedProfile::sign(
+            Profile {
+                workload: w.name.clone(),
+                identity: w.identity,
+                tags: w.tags.clone(),
+                addresses: addresses.iter().map(ToString::to_string).collect(),
+                host: self.host.name.clone(),
+                key_id: self.key.public().id(),
+                issued_at: now,
+                expires_at: now + profile::VALIDITY_SECS,
+            },
+            &self.key,
+        );
+        self.profiles.insert(w.name.clone(), signed.clone());
+        Ok(signed)
+    }
+
+    /// Assigns operator labels and persists them.
+    ///
+    /// # Errors
+    /// [`ApiError::InvalidArgument`] for a refused label, [`ApiError::NotFound`] for an
+    /// unknown workload, [`ApiError::Internal`] when the labels cannot be saved.
+    pub fn label(&mut self, name: &str, labels: &Tags) -> Result<WorkloadInfo, ApiError> {
+        let w = self.find(name)?.name.clone();
+        let changed = self.enrolment.assign(&w, labels).map_err(|e| match e {
+            LabelError::UnknownWorkload(_) => ApiError::NotFound(e.to_string()),
+            LabelError::Invalid(_) | LabelError::Empty => ApiError::InvalidArgument(e.to_string()),
+        })?;
+        for n in &changed {
+            self.profiles.remove(n);
+        }
+        save_labels(&self.config.state_dir.join(LABELS_FILE), self.enrolment.assigned())
+            .map_err(|e| ApiError::Internal(format!("saving labels: {e}")))?;
+        tracing::info!(workload = %w, labels = ?labels, "labels assigned");
+        self.enrolment.workloads().get(&w).cloned().ok_or_else(|| ApiError::NotFound(w.clone()))
+    }
+
+    /// Keys whose profiles this agent trusts (its own, for now).
+    #[must_use]
+    pub fn trusted_keys(&self) -> Vec<PublicKey> {
+        vec![self.key.public()]
+    }
+
+    /// Status for `enforcer status`.
+    ///
+    /// # Errors
+    /// When the kernel counters cannot be read.
+    pub fn status(&self) -> Result<proto::StatusReply, ApiError> {
+        let counters = self.datapath.counters().map_err(|e| ApiError::Internal(e.to_string()))?;
+        let c = |k: crate::datapath::KindCounters| proto::Counters {
+            allow: k.allow,
+            deny: k.deny,
+            audit: k.audit,
+            lost: k.lost,
+        };
+        Ok(proto::StatusReply {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            points: self
+                .datapath
+                .points()
+                .iter()
+                .map(|p| proto::EnforcementPoint {
+                    name: p.name.to_owned(),
+                    hook: p.hook.to_owned(),
+                    attached: p.attached(),
+                    error: p.error.clone().unwrap_or_default(),
+                })
+                .collect(),
+            workloads: u32::try_from(self.enrolment.workloads().len()).unwrap_or(u32::MAX),
+            cgroup_root: self.config.cgroup_root.display().to_string(),
+            key_id: self.key.public().id(),
+            host_tags: self.host.tags().into_iter().chain(self.aws_tags.clone()).collect(),
+            aws: self.aws_status.clone(),
+            network: Some(c(counters.network)),
+            file: Some(c(counters.file)),
+        })
+    }
+}
+
+/// The kernel entry for a workload with `identity` under the configured defaults.
+pub(super) fn entry(config: &Config, identity: u32) -> Workload {
+    Workload {
+        identity,
+        egress_default: verdict(config.default_network) as u8,
+        ingress_default: verdict(config.default_network) as u8,
+        file_default: verdict(config.default_file) as u8,
+        flags: if config.log_allowed { WORKLOAD_F_LOG_ALLOWED } else { 0 },
+    }
+}
+
+fn load_labels(path: &Path) -> Option<BTreeMap<String, Tags>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    match serde_json::from_str(&text) {
+        Ok(labels) => Some(labels),
+        Err(error) => {
+            tracing::error!(path = %path.display(), %error, "ignoring unreadable saved labels");
+            None
+        }
+    }
+}
+
+fn save_labels(path: &Path, labels: &BTreeMap<String, Tags>) -> std::io::Result<()> {
+    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(labels)?)?;
+    std::fs::rename(tmp, path)
+}
