@@ -142,7 +142,9 @@ impl SignedProfile {
             key_id: signed.key_id.clone(),
             trusted: keys.iter().map(PublicKey::id).collect::<Vec<_>>().join(", "),
         })?;
-        key.verify(&bytes, &signature).map_err(|()| VerifyError::BadSignature)?;
+        if !key.verifies(&bytes, &signature) {
+            return Err(VerifyError::BadSignature);
+        }
         if let Some(field) = first_difference(&self.profile, &signed) {
             return Err(VerifyError::Tampered { field });
         }

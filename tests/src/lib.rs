@@ -257,6 +257,9 @@ pub fn probe(cgroup: Option<&Path>, args: &[&str]) -> Outcome {
 
 /// The `enforcer` binary: `$ENFORCER_BIN`, or the one cargo built in the same target
 /// directory as the test binary (`cargo xtask test` builds it first).
+///
+/// # Panics
+/// When the test binary's own path is unknown.
 #[must_use]
 pub fn enforcer_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("ENFORCER_BIN") {
@@ -321,6 +324,7 @@ impl AgentProcess {
         Self::start_in(root, pins, extra, dir, state_dir.to_owned())
     }
 
+    #[expect(clippy::unnecessary_debug_formatting, reason = "Debug quotes the paths as TOML strings")]
     fn start_in(root: &TestCgroup, pins: &TestPins, extra: &str, dir: PathBuf, state_dir: PathBuf) -> Self {
         std::fs::create_dir_all(&dir).expect("agent dir");
         let socket = dir.join("run/enforcer.sock");
@@ -358,6 +362,9 @@ impl AgentProcess {
     }
 
     /// Runs a query verb against this agent (`--socket` is added).
+    ///
+    /// # Panics
+    /// When the socket path is not UTF-8.
     #[must_use]
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
         let socket = self.socket.to_str().expect("utf-8 socket path");

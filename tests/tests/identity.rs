@@ -43,7 +43,7 @@ fn which(prog: &str) -> PathBuf {
 
 fn sha256_hex(path: &std::path::Path) -> String {
     let bytes = std::fs::read(path).expect("read binary");
-    ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes))
 }
 
 fn workload_json(agent: &AgentProcess, name: &str) -> Option<serde_json::Value> {
@@ -166,8 +166,8 @@ fn non_root_clients_are_refused_even_with_open_permissions() {
     }
     let root = TestCgroup::new();
     let pins = TestPins::new();
-    let agent = AgentProcess::start(&root, &pins, "");
     use std::os::unix::fs::PermissionsExt as _;
+    let agent = AgentProcess::start(&root, &pins, "");
     let mode = std::fs::metadata(&agent.socket).expect("socket").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "socket mode");
     // Open the directory and socket up, so that only the peer-credential check stands.

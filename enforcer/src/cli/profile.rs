@@ -32,7 +32,7 @@ pub enum Verify {
         /// A profile as printed by `enforcer profile WORKLOAD -o json`.
         file: PathBuf,
         /// Verify offline against this public key file (base64 of the raw Ed25519 key, like
-        /// `host.pub` in the agent's state_dir) instead of asking the agent which keys it trusts.
+        /// `host.pub` in the agent's `state_dir`) instead of asking the agent which keys it trusts.
         #[arg(long)]
         key: Option<PathBuf>,
         #[command(flatten)]

@@ -32,7 +32,7 @@ pub fn run(q: &Query) -> anyhow::Result<i32> {
             println!();
             client::table(&["ENFORCEMENT POINT", "STATE"], &rows);
             let counters = |name: &str, c: Option<&proto::Counters>| {
-                let c = c.cloned().unwrap_or_default();
+                let c = c.copied().unwrap_or_default();
                 vec![name.to_owned(), c.allow.to_string(), c.deny.to_string(), c.audit.to_string(), c.lost.to_string()]
             };
             println!();
@@ -47,7 +47,7 @@ pub fn run(q: &Query) -> anyhow::Result<i32> {
 
 fn json(s: &proto::StatusReply) -> serde_json::Value {
     let counters = |c: Option<&proto::Counters>| {
-        let c = c.cloned().unwrap_or_default();
+        let c = c.copied().unwrap_or_default();
         serde_json::json!({ "allow": c.allow, "deny": c.deny, "audit": c.audit, "lost": c.lost })
     };
     serde_json::json!({

@@ -16,10 +16,10 @@ fn fib_trie_locals(text: &str) -> BTreeSet<Ipv4Addr> {
         let t = line.trim();
         if let Some(addr) = t.strip_prefix("|-- ") {
             last = addr.trim().parse().ok();
-        } else if t.starts_with("/32 host LOCAL") {
-            if let Some(a) = last {
-                out.insert(a);
-            }
+        } else if t.starts_with("/32 host LOCAL")
+            && let Some(a) = last
+        {
+            out.insert(a);
         }
     }
     out
@@ -62,7 +62,7 @@ mod tests {
     fn parses_fib_trie_locals() {
         let text = "Main:\n  +-- 0.0.0.0/0 3 0 5\n     |-- 0.0.0.0\n        /0 universe UNICAST\n     +-- 10.0.2.0/24 2 0 2\n        |-- 10.0.2.15\n           /32 host LOCAL\n        |-- 10.0.2.255\n           /32 link BROADCAST\n  +-- 127.0.0.0/8 2 0 2\n     |-- 127.0.0.1\n        /32 host LOCAL\nLocal:\n        |-- 10.0.2.15\n           /32 host LOCAL\n";
         let got: Vec<_> = fib_trie_locals(text).into_iter().collect();
-        assert_eq!(got, [Ipv4Addr::new(10, 0, 2, 15), Ipv4Addr::new(127, 0, 0, 1)]);
+        assert_eq!(got, [Ipv4Addr::new(10, 0, 2, 15), Ipv4Addr::LOCALHOST]);
     }
 
     #[test]

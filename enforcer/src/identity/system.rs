@@ -159,7 +159,7 @@ impl ExeHashes {
             }
             ctx.update(&buf[..n]);
         }
-        let hex: String = ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let hex = hex::encode(ctx.finish());
         if self.by_file.len() > 4096 {
             self.by_file.clear();
         }
@@ -221,8 +221,7 @@ mod tests {
         let facts = process(me, &mut ExeHashes::default()).expect("own facts");
         assert_eq!(facts.uid, nix::unistd::geteuid().as_raw());
         let exe = std::fs::read(std::env::current_exe().expect("exe")).expect("read exe");
-        let expected: String =
-            ring::digest::digest(&ring::digest::SHA256, &exe).as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let expected = hex::encode(ring::digest::digest(&ring::digest::SHA256, &exe));
         assert_eq!(facts.exe_sha256, expected);
         assert_eq!(oldest(&[me]), Some(me));
     }

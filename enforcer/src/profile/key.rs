@@ -66,10 +66,8 @@ impl PublicKey {
         Self { raw }
     }
 
-    /// Parses the text form: base64 of the raw 32 bytes.
-    ///
-    /// # Errors
-    /// `None`-like error text when it is not one.
+    /// Parses the text form: base64 of the raw 32 bytes; `None` when it is not one.
+    #[must_use]
     pub fn from_text(text: &str) -> Option<Self> {
         let bytes = B64.decode(text.trim()).ok()?;
         Some(Self { raw: bytes.try_into().ok()? })
@@ -94,16 +92,13 @@ impl PublicKey {
     #[must_use]
     pub fn id(&self) -> String {
         let digest = ring::digest::digest(&ring::digest::SHA256, &self.raw);
-        let hex: String = digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect();
-        format!("ed25519:{hex}")
+        format!("ed25519:{}", hex::encode(&digest.as_ref()[..8]))
     }
 
-    /// Checks `signature` over `message`.
-    ///
-    /// # Errors
-    /// `Err(())` when it does not verify.
-    pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), ()> {
-        UnparsedPublicKey::new(&ED25519, &self.raw).verify(message, signature).map_err(|_| ())
+    /// Whether `signature` is this key's signature over `message`.
+    #[must_use]
+    pub fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+        UnparsedPublicKey::new(&ED25519, &self.raw).verify(message, signature).is_ok()
     }
 }
 
