@@ -3,6 +3,7 @@
 //! Runs on the host and in the VM.
 
 use std::{
+    os::unix::fs::PermissionsExt as _,
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -166,7 +167,6 @@ fn non_root_clients_are_refused_even_with_open_permissions() {
     }
     let root = TestCgroup::new();
     let pins = TestPins::new();
-    use std::os::unix::fs::PermissionsExt as _;
     let agent = AgentProcess::start(&root, &pins, "");
     let mode = std::fs::metadata(&agent.socket).expect("socket").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "socket mode");
