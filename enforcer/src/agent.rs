@@ -23,7 +23,7 @@ use crate::{
     api,
     config::{Config, Posture},
     datapath::{self, Datapath, DatapathError},
-    identity::{WorkloadInfo, cgroup, enrol::Changes, watch::CgroupWatcher},
+    identity::{WorkloadInfo, aws, cgroup, enrol::Changes, watch::CgroupWatcher},
     profile::KeyError,
 };
 
@@ -107,7 +107,7 @@ impl Agent {
         // The root's own entry is what a not-yet-enrolled cgroup below it resolves to.
         datapath.set_workload(root_id, state::entry(&config, PENDING))?;
         datapath.set_root(root_id, level)?;
-        let mut state = State::new(config, datapath)?;
+        let mut state = State::new(config, datapath, mount)?;
         state.reconcile()?;
         Ok(Self { state: Arc::new(Mutex::new(state)) })
     }
@@ -150,6 +150,7 @@ impl Agent {
             let _ = api_stopped.await;
         }));
         let reader = tokio::spawn(flows::read(ring, names));
+        let aws = tokio::spawn(ec2_identity(config.imds_url.clone(), Arc::clone(&self.state)));
         {
             let s = self.lock();
             let degraded: Vec<&str> = s.datapath.points().iter().filter(|p| !p.attached()).map(|p| p.hook).collect();
@@ -180,12 +181,58 @@ impl Agent {
         let _ = stop_api.send(());
         let _ = api_task.await;
         reader.abort();
+        aws.abort();
         let _ = std::fs::remove_file(&config.socket);
         tracing::info!(
             bpffs_dir = %config.bpffs_dir.display(),
             "agent stopping; the pinned datapath keeps enforcing (`enforcer uninstall` removes it)"
         );
         result
+    }
+}
+
+/// How long to wait before asking IMDS again after a failure, and between re-checks.
+const IMDS_RETRY: Duration = Duration::from_mins(5);
+const IMDS_RECHECK: Duration = Duration::from_hours(1);
+
+/// Keeps the host's verified EC2 identity in the state: one attempt, then a re-check every
+/// hour (every five minutes while it fails). Without IMDS the agent runs without `@aws:*`
+/// tags and `status` says why.
+async fn ec2_identity(url: String, state: Arc<Mutex<State>>) {
+    let set = |tags, status: String| state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).set_aws(tags, status);
+    if url.is_empty() {
+        set(crate::identity::Tags::new(), "disabled (imds_url is empty)".to_owned());
+        return;
+    }
+    let certs = match aws::TrustedCerts::aws() {
+        Ok(c) => c,
+        Err(error) => {
+            set(crate::identity::Tags::new(), format!("unavailable: shipped AWS certificates: {error}"));
+            return;
+        }
+    };
+    let imds = match aws::Imds::new(&url) {
+        Ok(i) => i,
+        Err(error) => {
+            set(crate::identity::Tags::new(), format!("unavailable: {error}"));
+            return;
+        }
+    };
+    loop {
+        let wait = match aws::fetch_identity(&imds, &certs).await {
+            Ok(id) => {
+                tracing::info!(account = %id.account_id, region = %id.region, instance = %id.instance_id, "EC2 identity verified");
+                let status = format!("verified: account {}, region {}, instance {}", id.account_id, id.region, id.instance_id);
+                set(id.tags(), status);
+                IMDS_RECHECK
+            }
+            Err(error) => {
+                tracing::warn!(%error, "no verified EC2 identity; running without @aws tags");
+                set(crate::identity::Tags::new(), format!("unavailable: {error}; retrying every {}s", IMDS_RETRY.as_secs()));
+                IMDS_RETRY
+            }
+        };
+        tokio::time::sleep(wait).await;
     }
 }
 

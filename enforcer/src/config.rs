@@ -132,6 +132,12 @@ pub struct Config {
     pub log_allowed: bool,
     /// Optional rotated JSON file of flow events; empty disables.
     pub flow_log: String,
+    /// Docker's data root, read for container metadata.
+    pub docker_root: PathBuf,
+    /// containerd's state directory, read for container metadata.
+    pub containerd_root: PathBuf,
+    /// Instance metadata service for the EC2 identity; empty disables.
+    pub imds_url: String,
     /// Identity across hosts.
     pub cluster: Option<Cluster>,
     /// Operator labels by cgroup path.
@@ -154,6 +160,9 @@ impl Default for Config {
             log_format: LogFormat::Text,
             log_allowed: false,
             flow_log: String::new(),
+            docker_root: PathBuf::from("/var/lib/docker"),
+            containerd_root: PathBuf::from("/run/containerd"),
+            imds_url: "http://169.254.169.254".to_owned(),
             cluster: None,
             workloads: Vec::new(),
         }
@@ -199,6 +208,8 @@ impl Config {
             ("socket", &self.socket),
             ("state_dir", &self.state_dir),
             ("bpffs_dir", &self.bpffs_dir),
+            ("docker_root", &self.docker_root),
+            ("containerd_root", &self.containerd_root),
         ] {
             if !p.is_absolute() {
                 return Err(invalid(key, format!("{} is not an absolute path", p.display())));
@@ -208,6 +219,12 @@ impl Config {
             return Err(invalid(
                 "metrics_addr",
                 format!("{:?} is not an address like 127.0.0.1:9464 (empty disables)", self.metrics_addr),
+            ));
+        }
+        if !self.imds_url.is_empty() && !self.imds_url.starts_with("http://") {
+            return Err(invalid(
+                "imds_url",
+                format!("{:?} is not an http:// URL (IMDS is plain HTTP; empty disables)", self.imds_url),
             ));
         }
         for (i, w) in self.workloads.iter().enumerate() {
@@ -307,6 +324,13 @@ labels = { app = "db", env = "prod" }
     fn workload_path_escaping_the_root_is_refused() {
         let e = parse("[[workload]]\ncgroup = \"../etc\"\n").expect_err("escape");
         assert!(e.to_string().contains("workload[0].cgroup"), "{e}");
+    }
+
+    #[test]
+    fn imds_url_must_be_http_or_empty() {
+        assert!(parse("imds_url = \"\"\n").is_ok());
+        let e = parse("imds_url = \"https://169.254.169.254\"\n").expect_err("https");
+        assert!(e.to_string().contains("imds_url"), "{e}");
     }
 
     #[test]

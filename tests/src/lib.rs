@@ -332,12 +332,14 @@ impl AgentProcess {
         std::fs::write(
             &config,
             format!(
-                "cgroup_root = {:?}\nbpffs_dir = {:?}\nsocket = {:?}\nstate_dir = {:?}\npolicy_dir = {:?}\nmetrics_addr = \"\"\n{extra}\n",
+                "cgroup_root = {:?}\nbpffs_dir = {:?}\nsocket = {:?}\nstate_dir = {:?}\npolicy_dir = {:?}\nmetrics_addr = \"\"\n{}{extra}\n",
                 root.path(),
                 pins.path(),
                 socket,
                 state_dir,
                 dir.join("policies"),
+                // Tests never reach for the real link-local IMDS address.
+                if extra.contains("imds_url") { "" } else { "imds_url = \"\"\n" },
             ),
         )
         .expect("config");

@@ -17,6 +17,7 @@ use crate::{
     datapath::Datapath,
     identity::{
         Enrolment, Tags, WorkloadInfo, addresses, cgroup,
+        container::{self, RuntimeRoots},
         enrol::{Changes, LabelError},
         system::{self, ExeHashes, HostFacts},
     },
@@ -39,6 +40,11 @@ pub struct State {
     pub(super) aws_tags: Tags,
     pub(super) aws_status: String,
     hashes: ExeHashes,
+    /// The cgroup v2 mount, to name cgroups as container runtimes do.
+    mount: PathBuf,
+    runtimes: RuntimeRoots,
+    /// Container tags by workload, with the container id they belong to.
+    containers: HashMap<String, (String, Tags)>,
     key: HostKey,
     profiles: HashMap<String, SignedProfile>,
     pub(super) names: Names,
@@ -50,8 +56,9 @@ impl State {
     ///
     /// # Errors
     /// When the host key cannot be loaded or created.
-    pub(super) fn new(config: Config, datapath: Datapath) -> Result<Self, AgentError> {
+    pub(super) fn new(config: Config, datapath: Datapath, mount: PathBuf) -> Result<Self, AgentError> {
         let key = HostKey::load_or_create(&config.state_dir)?;
+        let runtimes = RuntimeRoots { docker: config.docker_root.clone(), containerd: config.containerd_root.clone() };
         let mut enrolment = Enrolment::new(&config.cgroup_root, &config.workloads);
         if let Some(assigned) = load_labels(&config.state_dir.join(LABELS_FILE)) {
             enrolment.restore_assigned(assigned);
@@ -64,6 +71,9 @@ impl State {
             aws_tags: Tags::new(),
             aws_status: "not checked yet".to_owned(),
             hashes: ExeHashes::default(),
+            mount,
+            runtimes,
+            containers: HashMap::new(),
             key,
             profiles: HashMap::new(),
             names: Names::default(),
@@ -84,6 +94,7 @@ impl State {
         for w in &changes.removed {
             self.datapath.remove_workload(w.cgroup_id)?;
             self.profiles.remove(&w.name);
+            self.containers.remove(&w.name);
             tracing::info!(workload = %w.name, identity = w.identity, "workload removed");
         }
         for w in &changes.added {
@@ -103,7 +114,35 @@ impl State {
         Ok(changes)
     }
 
-    /// Recomputes system tags from the facts: host, EC2, and each workload's oldest process.
+    /// Tags of the container whose cgroup is `dir`, if a runtime knows it. Found metadata is
+    /// kept per workload until the container id changes; a lookup that fails is logged once.
+    fn container_tags(&mut self, name: &str, dir: &Path) -> Tags {
+        let Some(rel) = dir.strip_prefix(&self.mount).ok().and_then(Path::to_str) else {
+            return Tags::new();
+        };
+        let Some(cref) = container::container_id(&format!("/{rel}")) else {
+            return Tags::new();
+        };
+        if let Some((id, tags)) = self.containers.get(name)
+            && *id == cref.id
+        {
+            return tags.clone();
+        }
+        let tags = match container::lookup(&self.runtimes, &cref) {
+            Ok(Some(meta)) => meta.tags(),
+            // Not (yet) known to a runtime: look again at the next refresh.
+            Ok(None) => return Tags::new(),
+            Err(error) => {
+                tracing::error!(workload = %name, container = %cref.id, %error, "container metadata unreadable");
+                Tags::new()
+            }
+        };
+        self.containers.insert(name.to_owned(), (cref.id, tags.clone()));
+        tags
+    }
+
+    /// Recomputes system tags from the facts: host, EC2, container runtime, and each
+    /// workload's oldest process.
     fn refresh_tags(&mut self) {
         let root = self.enrolment.root().to_owned();
         let names: Vec<String> = self.enrolment.workloads().keys().cloned().collect();
@@ -111,6 +150,7 @@ impl State {
             let mut tags = self.host.tags();
             tags.extend(self.aws_tags.clone());
             let dir = root.join(&name);
+            tags.extend(self.container_tags(&name, &dir));
             let pids = cgroup::procs(&dir).unwrap_or_default();
             if let Some(pid) = system::oldest(&pids) {
                 match system::process(pid, &mut self.hashes) {
@@ -118,7 +158,7 @@ impl State {
                     Err(error) => tracing::debug!(workload = %name, pid, %error, "process facts unavailable"),
                 }
             }
-            if self.enrolment.set_system_tags(&name, tags) {
+            if self.enrolment.set_facts(&name, tags) {
                 self.profiles.remove(&name);
                 if let Some(w) = self.enrolment.workloads().get(&name) {
                     tracing::info!(workload = %name, tags = ?w.tags, "workload tags changed");
@@ -193,6 +233,15 @@ impl State {
             .map_err(|e| ApiError::Internal(format!("saving labels: {e}")))?;
         tracing::info!(workload = %w, labels = ?labels, "labels assigned");
         self.enrolment.workloads().get(&w).cloned().ok_or_else(|| ApiError::NotFound(w.clone()))
+    }
+
+    /// Records the outcome of an EC2 identity check: verified tags, or why there are none.
+    pub(super) fn set_aws(&mut self, tags: Tags, status: String) {
+        if self.aws_tags != tags {
+            self.aws_tags = tags;
+            self.refresh_tags();
+        }
+        self.aws_status = status;
     }
 
     /// Keys whose profiles this agent trusts (its own, for now).

@@ -45,7 +45,7 @@ pub struct Enrolment {
     root: PathBuf,
     configured: BTreeMap<String, Tags>,
     assigned: BTreeMap<String, Tags>,
-    system: BTreeMap<String, Tags>,
+    facts: BTreeMap<String, Tags>,
     workloads: BTreeMap<String, WorkloadInfo>,
     next_identity: Identity,
 }
@@ -72,7 +72,7 @@ impl Enrolment {
             root: root.to_owned(),
             configured: configured.iter().map(|w| (w.cgroup.clone(), w.labels.clone())).collect(),
             assigned: BTreeMap::new(),
-            system: BTreeMap::new(),
+            facts: BTreeMap::new(),
             workloads: BTreeMap::new(),
             next_identity: FIRST_WORKLOAD,
         }
@@ -104,7 +104,7 @@ impl Enrolment {
             .map(|(name, _)| name.clone())
             .collect();
         for name in gone {
-            self.system.remove(&name);
+            self.facts.remove(&name);
             if let Some(w) = self.workloads.remove(&name) {
                 changes.removed.push(w);
             }
@@ -156,10 +156,12 @@ impl Enrolment {
         let mut changed = Vec::new();
         for n in affected {
             let labels = self.labels_for(&n);
-            let mut tags = labels.clone();
-            if let Some(system) = self.system.get(&n) {
-                tags.extend(system.iter().map(|(k, v)| (k.clone(), v.clone())));
-            }
+            let facts = self.facts.get(&n);
+            // Plain facts (a container's labels) first, operator labels over them, then the
+            // system tags, whose `@` keys no label can have.
+            let mut tags: Tags = facts.into_iter().flatten().filter(|(k, _)| !k.starts_with('@')).map(|(k, v)| (k.clone(), v.clone())).collect();
+            tags.extend(labels.clone());
+            tags.extend(facts.into_iter().flatten().filter(|(k, _)| k.starts_with('@')).map(|(k, v)| (k.clone(), v.clone())));
             if let Some(w) = self.workloads.get_mut(&n)
                 && (w.tags != tags || w.labels != labels)
             {
@@ -209,17 +211,17 @@ impl Enrolment {
         }
     }
 
-    /// Sets the system tags the agent found for `name`; returns whether its tags changed.
-    /// Keys must start with `@`; anything else is ignored.
-    pub fn set_system_tags(&mut self, name: &str, system: Tags) -> bool {
+    /// Sets the facts the agent found for `name`: system tags (`@` keys) and plain tags it
+    /// read from a trusted source (a container runtime's labels), which operator labels
+    /// override. Returns whether the workload's tags changed.
+    pub fn set_facts(&mut self, name: &str, facts: Tags) -> bool {
         if !self.workloads.contains_key(name) {
             return false;
         }
-        let system: Tags = system.into_iter().filter(|(k, _)| k.starts_with('@')).collect();
-        if self.system.get(name) == Some(&system) {
+        if self.facts.get(name) == Some(&facts) {
             return false;
         }
-        self.system.insert(name.to_owned(), system);
+        self.facts.insert(name.to_owned(), facts);
         self.recompute(name).iter().any(|n| n == name)
     }
 
@@ -318,14 +320,16 @@ mod tests {
     }
 
     #[test]
-    fn system_tags_join_labels_and_cannot_be_plain_keys() {
+    fn facts_join_labels_and_operator_labels_win_over_runtime_labels() {
         let mut e = enrolment();
         e.apply(&BTreeMap::from([("team".to_owned(), 10)]));
-        assert!(e.set_system_tags("team", labels(&[("@sys:uid", "65534"), ("app", "forged")])));
+        assert!(e.set_facts("team", labels(&[("@sys:uid", "65534"), ("team", "from-container"), ("tier", "web")])));
         let w = &e.workloads()["team"];
         assert_eq!(w.tags["@sys:uid"], "65534");
-        assert!(!w.tags.contains_key("app"), "only @ keys are system tags");
-        assert!(!e.set_system_tags("team", labels(&[("@sys:uid", "65534")])), "unchanged");
+        assert_eq!(w.tags["tier"], "web", "a runtime label is a tag");
+        assert_eq!(w.tags["team"], "a", "the operator's label overrides the runtime's");
+        let same = labels(&[("@sys:uid", "65534"), ("team", "from-container"), ("tier", "web")]);
+        assert!(!e.set_facts("team", same), "unchanged");
     }
 
     #[test]
