@@ -227,14 +227,19 @@ pub fn probe_bin() -> PathBuf {
     probe_path()
 }
 
-/// `$ENFORCER_PROBE`, or the probe cargo built beside the test binary (`target/*/deps/..`).
-fn probe_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("ENFORCER_PROBE") {
+/// `$env`, or the binary `name` cargo built in the same target directory as the test binary
+/// (which lives in `target/*/deps/`). The VM tier sets the variables.
+fn binary(env: &str, name: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("test binary path");
     let deps = exe.parent().expect("deps dir");
-    deps.parent().unwrap_or(deps).join("enforcer-probe")
+    deps.parent().unwrap_or(deps).join(name)
+}
+
+fn probe_path() -> PathBuf {
+    binary("ENFORCER_PROBE", "enforcer-probe")
 }
 
 /// Runs the probe with `args`, inside `cgroup` when given.
@@ -262,12 +267,7 @@ pub fn probe(cgroup: Option<&Path>, args: &[&str]) -> Outcome {
 /// When the test binary's own path is unknown.
 #[must_use]
 pub fn enforcer_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("ENFORCER_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("test binary path");
-    let deps = exe.parent().expect("deps dir");
-    deps.parent().unwrap_or(deps).join("enforcer")
+    binary("ENFORCER_BIN", "enforcer")
 }
 
 /// Runs the `enforcer` CLI with `args`; returns (exit code, stdout, stderr).
