@@ -15,4 +15,5 @@ pub mod config;
 pub mod datapath;
 pub mod events;
 pub mod identity;
+pub mod policy;
 pub mod profile;

@@ -1,0 +1,11 @@
+//! Policies: the model ([`model`]), label selectors ([`selector`]), the YAML front end with
+//! file/line/field errors ([`parse`]) and the pure compiler to kernel entries ([`compile`]).
+//!
+//! Nothing here does I/O beyond reading the files it is asked to parse, and nothing touches the
+//! kernel: the compiler's output is exactly the `enforcer-common` entries the datapath writes.
+
+pub mod model;
+pub mod selector;
+
+pub use model::*;
+pub use selector::Selector;
