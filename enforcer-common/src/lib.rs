@@ -14,7 +14,7 @@ pub mod workload;
 
 pub use event::{EventHeader, FileEvent, NetEvent};
 pub use identity::Identity;
-pub use net::{IpcacheKey, NetRuleKey, NetRuleValue};
+pub use net::{FlowKey, IpcacheKey, NetRuleKey, NetRuleValue, RangeKey};
 pub use verdict::Verdict;
 pub use workload::{AgentConfig, Workload};
 
@@ -25,13 +25,15 @@ mod pod {
     //! SAFETY (for every impl below): each type is `#[repr(C)]`, `Copy`, contains only integers
     //! and integer arrays, has explicit padding fields and no implicit padding (checked by the
     //! `size_of` assertions next to each type), so every bit pattern is a valid value.
-    use super::{AgentConfig, FileEvent, IpcacheKey, NetEvent, NetRuleKey, NetRuleValue, Workload};
+    use super::{AgentConfig, FileEvent, FlowKey, IpcacheKey, NetEvent, NetRuleKey, NetRuleValue, RangeKey, Workload};
 
     unsafe impl aya::Pod for Workload {}
     unsafe impl aya::Pod for AgentConfig {}
     unsafe impl aya::Pod for NetRuleKey {}
     unsafe impl aya::Pod for NetRuleValue {}
     unsafe impl aya::Pod for IpcacheKey {}
+    unsafe impl aya::Pod for RangeKey {}
+    unsafe impl aya::Pod for FlowKey {}
     unsafe impl aya::Pod for NetEvent {}
     unsafe impl aya::Pod for FileEvent {}
 }

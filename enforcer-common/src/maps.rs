@@ -15,6 +15,16 @@ pub const NET_RULES: &str = "ENF_NET_RULES";
 /// Capacity of [`NET_RULES`].
 pub const NET_RULES_MAX: u32 = 262_144;
 
+/// LPM trie [`crate::RangeKey`] → [`crate::NetRuleValue`].
+pub const NET_RANGES: &str = "ENF_NET_RANGES";
+/// Capacity of [`NET_RANGES`].
+pub const NET_RANGES_MAX: u32 = 262_144;
+
+/// LRU hash [`crate::FlowKey`] → `u8` (unused): UDP exchanges the policy allowed.
+pub const UDP_FLOWS: &str = "ENF_UDP_FLOWS";
+/// Capacity of [`UDP_FLOWS`].
+pub const UDP_FLOWS_MAX: u32 = 65_536;
+
 /// LPM trie [`crate::IpcacheKey`] → remote identity (`u32`).
 pub const IPCACHE: &str = "ENF_IPCACHE";
 /// Capacity of [`IPCACHE`].

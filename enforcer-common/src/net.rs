@@ -14,8 +14,11 @@ pub const PROTO_TCP: u8 = 6;
 /// UDP.
 pub const PROTO_UDP: u8 = 17;
 
-/// Key of the `NET_RULES` map. `remote == identity::ANY`, `port == 0` and
-/// `proto == PROTO_ANY` are wildcards the kernel falls back to, most specific first.
+/// Key of the `NET_RULES` hash: the verdict for one exact port.
+///
+/// The kernel looks up, in order: this map with the remote identity, `NET_RANGES` with it, then
+/// both with `remote == identity::ANY`, and falls back to the workload's posture. Protocols
+/// other than TCP and UDP are looked up as [`PROTO_ANY`] with port 0.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NetRuleKey {
@@ -29,8 +32,39 @@ pub struct NetRuleKey {
     pub proto: u8,
     /// [`DIR_EGRESS`] or [`DIR_INGRESS`].
     pub direction: u8,
+    /// Generation (see `AgentConfig::generation`).
+    pub generation: u8,
+    /// Reserved, zero.
+    pub _pad: [u8; 3],
 }
-const _: () = assert!(core::mem::size_of::<NetRuleKey>() == 12);
+const _: () = assert!(core::mem::size_of::<NetRuleKey>() == 16);
+
+/// Data of a `NET_RANGES` LPM key: the verdict for a block of ports. The first
+/// [`RANGE_FIXED_BITS`] bits (everything but the port) are always part of the prefix; the port
+/// (big-endian) adds 0 to 16 more, so a block is a power-of-two aligned run of ports and the
+/// longest match is the most specific block, with a 0-bit block as the pair's default.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RangeKey {
+    /// Generation.
+    pub generation: u8,
+    /// [`DIR_EGRESS`] or [`DIR_INGRESS`].
+    pub direction: u8,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Reserved, zero.
+    pub _pad: u8,
+    /// Local identity, big-endian.
+    pub identity: [u8; 4],
+    /// Remote identity, big-endian.
+    pub remote: [u8; 4],
+    /// Port, big-endian.
+    pub port: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<RangeKey>() == 14);
+
+/// Prefix bits of a [`RangeKey`] before the port.
+pub const RANGE_FIXED_BITS: u32 = 96;
 
 /// Value of the `NET_RULES` map.
 #[repr(C)]
@@ -45,17 +79,34 @@ pub struct NetRuleValue {
 }
 const _: () = assert!(core::mem::size_of::<NetRuleValue>() == 8);
 
-/// Data of an `IPCACHE` LPM key: an IPv6 address, or an IPv4 address in IPv4-mapped form
-/// (`::ffff:a.b.c.d`), so one trie serves both families.
+/// Data of an `IPCACHE` LPM key: the generation, then an IPv6 address or an IPv4 address in
+/// IPv4-mapped form (`::ffff:a.b.c.d`), so one trie serves both families. The prefix length
+/// counts the 8 generation bits.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IpcacheKey {
-    /// Number of leading bits of `addr` that matter (0..=128).
-    pub prefix_len: u32,
+    /// Generation.
+    pub generation: u8,
     /// Network byte order.
     pub addr: [u8; 16],
 }
-const _: () = assert!(core::mem::size_of::<IpcacheKey>() == 20);
+const _: () = assert!(core::mem::size_of::<IpcacheKey>() == 17);
+
+/// Key of the `UDP_FLOWS` LRU map: a UDP exchange the policy allowed, so the answer passes
+/// the other direction (a reply datagram in, or a server's `sendto` back).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// The local socket's cookie.
+    pub cookie: u64,
+    /// The remote address (IPv4-mapped for IPv4).
+    pub remote: [u8; 16],
+    /// The remote port, host byte order.
+    pub remote_port: u16,
+    /// Reserved, zero.
+    pub _pad: [u8; 6],
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 32);
 
 /// Maps an IPv4 address (network byte order bytes) into the IPv4-mapped IPv6 form.
 #[must_use]

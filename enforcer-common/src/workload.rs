@@ -32,8 +32,12 @@ pub struct AgentConfig {
     pub root_cgroup_id: u64,
     /// Level of the managed root in the cgroup v2 hierarchy (the mount root is level 0).
     pub root_level: u32,
+    /// Which generation of rule and ipcache entries is in force (0 or 1). The agent fills the
+    /// other generation, then flips this byte: every decision reads it once, so none sees a mix
+    /// of old and new policy.
+    pub generation: u8,
     /// Reserved, zero.
-    pub _pad: u32,
+    pub _pad: [u8; 3],
 }
 const _: () = assert!(core::mem::size_of::<AgentConfig>() == 16);
 

@@ -23,7 +23,7 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     let verdict = Verdict::from_u8(w.file_default).unwrap_or(Verdict::Deny);
     report::count(KIND_FILE, verdict as u8);
     if report::wanted(verdict, &w) {
-        let event = FileEvent { header: report::header(KIND_FILE, verdict, &w, cgroup_id) };
+        let event = FileEvent { header: report::header(KIND_FILE, verdict, &w, cgroup_id, true) };
         report::emit(KIND_FILE, &event);
     }
     if verdict.passes() { 0 } else { EACCES }

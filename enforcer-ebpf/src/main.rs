@@ -2,7 +2,9 @@
 //!
 //! - [`workload`]: which enrolled workload the current task belongs to (cgroup id → identity,
 //!   nested cgroups resolved to the nearest enrolled ancestor below the managed root).
-//! - [`net`]: `cgroup/connect4` and `cgroup/connect6`, the egress verdict per connect.
+//! - [`decide`]: the network verdict from compiled rules (exact ports, port blocks, posture).
+//! - [`net`]: `cgroup/connect4/6`, `sendmsg4/6`, the egress verdict per connect or UDP send.
+//! - [`ingress`]: `cgroup_skb/ingress`, the verdict per inbound TCP SYN or UDP datagram.
 //! - [`file`]: `lsm/file_open`, the verdict per file open.
 //! - [`report`]: decision counters and events into the ring buffer.
 //!
@@ -17,7 +19,9 @@
 )]
 #![allow(clippy::needless_pass_by_value, reason = "aya's program macros pass the context by value")]
 
+mod decide;
 mod file;
+mod ingress;
 mod maps;
 mod net;
 mod report;

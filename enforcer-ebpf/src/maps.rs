@@ -6,11 +6,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use enforcer_common::{
-    AgentConfig, IpcacheKey, NetRuleKey, NetRuleValue, Workload,
-    maps::{COUNTERS_LEN, EVENTS_BYTES, IPCACHE_MAX, NET_RULES_MAX, WORKLOADS_MAX},
+    AgentConfig, FlowKey, IpcacheKey, NetRuleKey, NetRuleValue, RangeKey, Workload,
+    maps::{COUNTERS_LEN, EVENTS_BYTES, IPCACHE_MAX, NET_RANGES_MAX, NET_RULES_MAX, UDP_FLOWS_MAX, WORKLOADS_MAX},
 };
 
 #[map(name = "ENF_WORKLOADS")]
@@ -22,8 +22,14 @@ pub static CONFIG: Array<AgentConfig> = Array::pinned(1, 0);
 #[map(name = "ENF_NET_RULES")]
 pub static NET_RULES: HashMap<NetRuleKey, NetRuleValue> = HashMap::pinned(NET_RULES_MAX, 0);
 
+#[map(name = "ENF_NET_RANGES")]
+pub static NET_RANGES: LpmTrie<RangeKey, NetRuleValue> = LpmTrie::pinned(NET_RANGES_MAX, 0);
+
 #[map(name = "ENF_IPCACHE")]
-pub static IPCACHE: LpmTrie<[u8; 16], u32> = LpmTrie::pinned(IPCACHE_MAX, 0);
+pub static IPCACHE: LpmTrie<IpcacheKey, u32> = LpmTrie::pinned(IPCACHE_MAX, 0);
+
+#[map(name = "ENF_UDP_FLOWS")]
+pub static UDP_FLOWS: LruHashMap<FlowKey, u8> = LruHashMap::pinned(UDP_FLOWS_MAX, 0);
 
 #[map(name = "ENF_EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
@@ -31,9 +37,4 @@ pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
 #[map(name = "ENF_COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTERS_LEN, 0);
 
-// The IPCACHE key type in the kernel is `Key<[u8; 16]>` = {prefix_len: u32, data: [u8; 16]},
-// which is exactly `IpcacheKey`.
-const _: () = assert!(
-    core::mem::size_of::<aya_ebpf::maps::lpm_trie::Key<[u8; 16]>>()
-        == core::mem::size_of::<IpcacheKey>()
-);
+

@@ -28,11 +28,15 @@ pub fn wanted(verdict: Verdict, workload: &Workload) -> bool {
     verdict != Verdict::Allow || workload.flags & WORKLOAD_F_LOG_ALLOWED != 0
 }
 
-/// The header fields every event shares, filled from the current task.
+/// The header fields every event shares; `task` fills pid, uid and comm from the current task
+/// (meaningless for packets, which arrive in whatever context the network stack runs).
 #[inline(always)]
-pub fn header(kind: u8, verdict: Verdict, workload: &Workload, cgroup_id: u64) -> EventHeader {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
+pub fn header(kind: u8, verdict: Verdict, workload: &Workload, cgroup_id: u64, task: bool) -> EventHeader {
+    let (pid_tgid, uid_gid, comm) = if task {
+        (bpf_get_current_pid_tgid(), bpf_get_current_uid_gid(), bpf_get_current_comm().unwrap_or([0; COMM_LEN]))
+    } else {
+        (0, 0, [0; COMM_LEN])
+    };
     EventHeader {
         kind,
         verdict: verdict as u8,
@@ -47,7 +51,7 @@ pub fn header(kind: u8, verdict: Verdict, workload: &Workload, cgroup_id: u64) -
         time_ns: unsafe { bpf_ktime_get_ns() },
         rule_id: 0,
         remote_identity: 0,
-        comm: bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+        comm,
     }
 }
 

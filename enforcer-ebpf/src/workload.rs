@@ -1,6 +1,11 @@
 //! Which enrolled workload the current task belongs to.
 
-use aya_ebpf::helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id};
+use aya_ebpf::{
+    bindings::__sk_buff,
+    helpers::{
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id,
+    },
+};
 use enforcer_common::{
     Verdict, Workload,
     identity::PENDING,
@@ -19,16 +24,63 @@ const FAIL_CLOSED: Workload = Workload {
     flags: 0,
 };
 
-/// The workload of the current task and its cgroup id, or `None` when the task is not below the
-/// managed root (then nothing here applies to it).
+/// Where a decision's cgroup comes from.
+pub trait Cgroups {
+    /// The cgroup's id.
+    fn id(&self) -> u64;
+    /// Its ancestor at `level` (0 when the cgroup is not that deep).
+    fn ancestor(&self, level: i32) -> u64;
+}
+
+/// The current task's cgroup (socket calls, file opens).
+pub struct Task;
+
+impl Cgroups for Task {
+    #[inline(always)]
+    fn id(&self) -> u64 {
+        // SAFETY: helper without pointer arguments.
+        unsafe { bpf_get_current_cgroup_id() }
+    }
+
+    #[inline(always)]
+    fn ancestor(&self, level: i32) -> u64 {
+        // SAFETY: helper without pointer arguments; returns 0 for a level deeper than the task's.
+        unsafe { bpf_get_current_ancestor_cgroup_id(level) }
+    }
+}
+
+/// The cgroup of the socket a packet is for (`cgroup_skb` programs).
+pub struct Packet(pub *mut __sk_buff);
+
+impl Cgroups for Packet {
+    #[inline(always)]
+    fn id(&self) -> u64 {
+        // SAFETY: the pointer is the program's context.
+        unsafe { bpf_skb_cgroup_id(self.0) }
+    }
+
+    #[inline(always)]
+    fn ancestor(&self, level: i32) -> u64 {
+        // SAFETY: as above.
+        unsafe { bpf_skb_ancestor_cgroup_id(self.0, level) }
+    }
+}
+
+/// The current task's workload; see [`resolve`].
+#[inline(always)]
+pub fn current() -> Option<(Workload, u64)> {
+    resolve(&Task)
+}
+
+/// The workload of cgroup `cg` and its cgroup id, or `None` when it is not below the managed
+/// root (then nothing here applies).
 ///
-/// Fast path: the task's own cgroup is enrolled (one lookup). Otherwise the nearest enrolled
+/// Fast path: the cgroup itself is enrolled (one lookup). Otherwise the nearest enrolled
 /// ancestor at most [`MAX_NESTING`] levels below the root decides, so a workload cannot escape
 /// its policy by creating a child cgroup; the root's own entry carries the default posture.
 #[inline(always)]
-pub fn current() -> Option<(Workload, u64)> {
-    // SAFETY: helper without pointer arguments.
-    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+pub fn resolve(cg: &impl Cgroups) -> Option<(Workload, u64)> {
+    let cgroup_id = cg.id();
     // SAFETY: the map value is plain data and copied out at once.
     if let Some(w) = unsafe { WORKLOADS.get(cgroup_id) } {
         return Some((*w, cgroup_id));
@@ -38,14 +90,12 @@ pub fn current() -> Option<(Workload, u64)> {
         return None;
     }
     let root_level = cfg.root_level.cast_signed();
-    // SAFETY: helper without pointer arguments; returns 0 for a level deeper than the task's.
-    if unsafe { bpf_get_current_ancestor_cgroup_id(root_level) } != cfg.root_cgroup_id {
+    if cg.ancestor(root_level) != cfg.root_cgroup_id {
         return None;
     }
     let mut depth = MAX_NESTING.cast_signed();
     while depth > 0 {
-        // SAFETY: as above.
-        let id = unsafe { bpf_get_current_ancestor_cgroup_id(root_level + depth) };
+        let id = cg.ancestor(root_level + depth);
         if id != 0 {
             // SAFETY: as above.
             if let Some(w) = unsafe { WORKLOADS.get(id) } {

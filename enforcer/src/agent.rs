@@ -98,7 +98,7 @@ impl Agent {
         let down: Vec<String> = datapath
             .points()
             .iter()
-            .filter(|p| p.hook.starts_with("cgroup/") && !p.attached())
+            .filter(|p| p.hook.starts_with("cgroup") && !p.attached())
             .map(|p| format!("{}: {}", p.hook, p.error.as_deref().unwrap_or_default()))
             .collect();
         if !down.is_empty() {

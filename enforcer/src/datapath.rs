@@ -7,6 +7,7 @@
 mod attach;
 pub mod bpffs;
 pub mod probe;
+pub mod tables;
 
 use std::{
     collections::BTreeMap,
@@ -16,7 +17,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf, lpm_trie::Key},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
 };
 use enforcer_common::{
     AgentConfig, NetRuleKey, NetRuleValue, Workload,
@@ -26,6 +27,10 @@ use enforcer_common::{
 use serde::Serialize;
 
 pub use attach::EnforcementPoint;
+pub use tables::ApplyStats;
+use tables::Tables;
+
+use crate::policy::compile::Compiled;
 
 /// The kernel object built from `enforcer-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer-ebpf"));
@@ -105,8 +110,7 @@ pub struct Datapath {
     points: Vec<EnforcementPoint>,
     workloads: HashMap<MapData, u64, Workload>,
     config: Array<MapData, AgentConfig>,
-    net_rules: HashMap<MapData, NetRuleKey, NetRuleValue>,
-    ipcache: LpmTrie<MapData, [u8; 16], u32>,
+    tables: Tables,
     counters: PerCpuArray<MapData, u64>,
 }
 
@@ -134,15 +138,54 @@ impl Datapath {
         let cgroup = std::fs::File::open(&opts.cgroup_root)
             .map_err(|source| DatapathError::Cgroup { path: opts.cgroup_root.clone(), source })?;
         let points = attach::all(&mut ebpf, cgroup.as_fd(), &layout);
+        let tables = Tables::adopt(
+            take_map(&mut ebpf, maps::NET_RULES)?,
+            take_map(&mut ebpf, maps::NET_RANGES)?,
+            take_map(&mut ebpf, maps::IPCACHE)?,
+        )?;
         Ok(Self {
             workloads: take_map(&mut ebpf, maps::WORKLOADS)?,
             config: take_map(&mut ebpf, maps::CONFIG)?,
-            net_rules: take_map(&mut ebpf, maps::NET_RULES)?,
-            ipcache: take_map(&mut ebpf, maps::IPCACHE)?,
+            tables,
             counters: take_map(&mut ebpf, maps::COUNTERS)?,
             points,
             ebpf,
         })
+    }
+
+    fn agent_config(&self) -> Result<AgentConfig, DatapathError> {
+        self.config.get(&0, 0).map_err(|source| DatapathError::Map { name: maps::CONFIG, source })
+    }
+
+    /// The generation of compiled state in force.
+    ///
+    /// # Errors
+    /// When the config map cannot be read.
+    pub fn generation(&self) -> Result<u8, DatapathError> {
+        Ok(self.agent_config()?.generation)
+    }
+
+    /// Writes `compiled` into the generation not in force, then makes it the one in force:
+    /// every decision sees either the previous state or this one as a whole.
+    ///
+    /// # Errors
+    /// When a map write fails; the previous state then stays in force.
+    pub fn apply(&mut self, compiled: &Compiled) -> Result<ApplyStats, DatapathError> {
+        let mut cfg = self.agent_config()?;
+        let next = (cfg.generation ^ 1) & 1;
+        let mut stats = ApplyStats { generation: next, ..ApplyStats::default() };
+        self.tables.fill(next, compiled, &mut stats)?;
+        cfg.generation = next;
+        self.config.set(0, cfg, 0).map_err(|source| DatapathError::Map { name: maps::CONFIG, source })?;
+        Ok(stats)
+    }
+
+    /// What the generation in force holds (for `explain` and tests).
+    ///
+    /// # Errors
+    /// When the config map cannot be read.
+    pub fn in_force(&self) -> Result<&tables::Mirror, DatapathError> {
+        Ok(self.tables.mirror(self.generation()?))
     }
 
     /// Each enforcement point and whether it is live.
@@ -164,7 +207,7 @@ impl Datapath {
     /// # Errors
     /// When the map write fails.
     pub fn set_root(&mut self, root_cgroup_id: u64, root_level: u32) -> Result<(), DatapathError> {
-        let cfg = AgentConfig { root_cgroup_id, root_level, _pad: 0 };
+        let cfg = AgentConfig { root_cgroup_id, root_level, ..self.agent_config()? };
         self.config.set(0, cfg, 0).map_err(|source| DatapathError::Map { name: maps::CONFIG, source })
     }
 
@@ -197,32 +240,14 @@ impl Datapath {
             .map_err(|source| DatapathError::Map { name: maps::WORKLOADS, source })
     }
 
-    /// Writes one network rule.
+    /// Writes one exact-port rule straight into the generation in force, outside any compiled
+    /// state (for tests of the kernel side; the agent uses [`Datapath::apply`]).
     ///
     /// # Errors
     /// When the map write fails.
     pub fn set_net_rule(&mut self, key: NetRuleKey, value: NetRuleValue) -> Result<(), DatapathError> {
-        self.net_rules
-            .insert(key, value, 0)
-            .map_err(|source| DatapathError::Map { name: maps::NET_RULES, source })
-    }
-
-    /// Removes one network rule; a missing rule is not an error.
-    ///
-    /// # Errors
-    /// When the map operation fails otherwise.
-    pub fn remove_net_rule(&mut self, key: &NetRuleKey) -> Result<(), DatapathError> {
-        ignore_missing(self.net_rules.remove(key), maps::NET_RULES)
-    }
-
-    /// Maps the prefix `addr/prefix_len` (IPv6, or IPv4-mapped) to `identity`.
-    ///
-    /// # Errors
-    /// When the map write fails.
-    pub fn set_ipcache(&mut self, addr: [u8; 16], prefix_len: u32, identity: u32) -> Result<(), DatapathError> {
-        self.ipcache
-            .insert(&Key::new(prefix_len, addr), identity, 0)
-            .map_err(|source| DatapathError::Map { name: maps::IPCACHE, source })
+        let key = NetRuleKey { generation: self.generation()?, ..key };
+        self.tables.rules.insert(key, value, 0).map_err(|source| DatapathError::Map { name: maps::NET_RULES, source })
     }
 
     /// Decision counters, summed over CPUs.

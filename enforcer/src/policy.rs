@@ -4,7 +4,9 @@
 //! Nothing here does I/O beyond reading the files it is asked to parse, and nothing touches the
 //! kernel: the compiler's output is exactly the `enforcer-common` entries the datapath writes.
 
+pub mod compile;
 pub mod model;
+pub mod parse;
 pub mod selector;
 
 pub use model::*;

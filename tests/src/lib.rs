@@ -14,6 +14,8 @@ use std::{
 
 use enforcer::identity::cgroup;
 
+pub mod netns;
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 fn unique(prefix: &str) -> String {

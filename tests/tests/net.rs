@@ -18,7 +18,7 @@ fn workload(identity: u32, egress: Verdict) -> Workload {
 }
 
 fn rule(identity: u32, port: u16, proto: u8) -> NetRuleKey {
-    NetRuleKey { identity, remote: ANY, port, proto, direction: DIR_EGRESS }
+    NetRuleKey { identity, remote: ANY, port, proto, direction: DIR_EGRESS, generation: 0, _pad: [0; 3] }
 }
 
 fn verdict(v: Verdict, rule_id: u32) -> NetRuleValue {

@@ -7,7 +7,7 @@ use std::os::fd::BorrowedFd;
 
 use aya::{
     Btf, Ebpf,
-    programs::{CgroupAttachMode, CgroupSockAddr, Lsm, links::FdLink},
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Lsm, links::FdLink},
 };
 use serde::Serialize;
 
@@ -32,7 +32,12 @@ impl EnforcementPoint {
     }
 }
 
-const CGROUP_PROGRAMS: [(&str, &str); 2] = [("connect4", "cgroup/connect4"), ("connect6", "cgroup/connect6")];
+const CGROUP_PROGRAMS: [(&str, &str); 4] = [
+    ("connect4", "cgroup/connect4"),
+    ("connect6", "cgroup/connect6"),
+    ("sendmsg4", "cgroup/sendmsg4"),
+    ("sendmsg6", "cgroup/sendmsg6"),
+];
 
 /// Attaches every program; the result has one entry per program, in a fixed order.
 pub(super) fn all(ebpf: &mut Ebpf, cgroup: BorrowedFd<'_>, layout: &bpffs::Layout) -> Vec<EnforcementPoint> {
@@ -40,6 +45,11 @@ pub(super) fn all(ebpf: &mut Ebpf, cgroup: BorrowedFd<'_>, layout: &bpffs::Layou
         .iter()
         .map(|&(name, hook)| EnforcementPoint { name, hook, error: cgroup_program(ebpf, name, cgroup, layout).err() })
         .collect();
+    points.push(EnforcementPoint {
+        name: "ingress",
+        hook: "cgroup_skb/ingress",
+        error: skb_program(ebpf, "ingress", cgroup, layout).err(),
+    });
     points.push(EnforcementPoint {
         name: "file_open",
         hook: "lsm/file_open",
@@ -64,6 +74,24 @@ fn cgroup_program(ebpf: &mut Ebpf, name: &str, cgroup: BorrowedFd<'_>, layout: &
     let id = // A bpf_link on a cgroup always coexists with other links (multi-attach); the kernel
     // refuses attach flags for links, hence `Single` (no flags) here.
     prog.attach(cgroup, CgroupAttachMode::Single).map_err(|e| format!("attach: {}", chain(&e)))?;
+    let link: FdLink = prog
+        .take_link(id)
+        .map_err(|e| format!("{e}"))?
+        .try_into()
+        .map_err(|e| format!("link is not a bpf_link (kernel < 5.7?): {e}"))?;
+    pin(prog, link, name, layout)
+}
+
+fn skb_program(ebpf: &mut Ebpf, name: &str, cgroup: BorrowedFd<'_>, layout: &bpffs::Layout) -> Result<(), String> {
+    let prog: &mut CgroupSkb = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("program {name} missing from the object"))?
+        .try_into()
+        .map_err(|e| format!("{e}"))?;
+    prog.load().map_err(|e| format!("load: {}", chain(&e)))?;
+    let id = prog
+        .attach(cgroup, CgroupSkbAttachType::Ingress, CgroupAttachMode::Single)
+        .map_err(|e| format!("attach: {}", chain(&e)))?;
     let link: FdLink = prog
         .take_link(id)
         .map_err(|e| format!("{e}"))?
@@ -133,6 +161,12 @@ trait Pinnable {
 }
 
 impl Pinnable for CgroupSockAddr {
+    fn pin_at(&mut self, path: &std::path::Path) -> Result<(), aya::pin::PinError> {
+        self.pin(path)
+    }
+}
+
+impl Pinnable for CgroupSkb {
     fn pin_at(&mut self, path: &std::path::Path) -> Result<(), aya::pin::PinError> {
         self.pin(path)
     }

@@ -1,0 +1,171 @@
+//! Writing compiled policy into the kernel as a whole, atomically.
+//!
+//! Rule, port-block and ipcache entries carry a generation byte. The agent fills the
+//! generation that is not in force — diffing against what it holds, so a small change is a few
+//! map writes — and then flips `AgentConfig::generation`. A decision reads the generation once,
+//! so it sees the old policy or the new one, never a mix. What each generation holds is
+//! mirrored here; a restarted agent rebuilds the mirrors from the pinned maps.
+
+use std::collections::BTreeMap;
+
+use aya::maps::{HashMap, LpmTrie, MapData, MapError, lpm_trie::Key};
+use enforcer_common::{IpcacheKey, NetRuleKey, NetRuleValue, RangeKey, maps, net::RANGE_FIXED_BITS};
+
+use super::{DatapathError, ignore_missing};
+use crate::policy::compile::{BlockKey, Compiled, ExactKey, PortBlock};
+
+/// What one generation holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Mirror {
+    /// Exact-port entries.
+    pub exact: BTreeMap<ExactKey, NetRuleValue>,
+    /// Port blocks.
+    pub blocks: BTreeMap<BlockKey, NetRuleValue>,
+    /// ipcache prefixes.
+    pub ipcache: BTreeMap<([u8; 16], u8), u32>,
+}
+
+/// How many map writes an apply took.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApplyStats {
+    /// Entries written.
+    pub written: usize,
+    /// Entries removed.
+    pub removed: usize,
+    /// The generation now in force.
+    pub generation: u8,
+}
+
+fn exact_key(k: &ExactKey, generation: u8) -> NetRuleKey {
+    let &(identity, remote, proto, direction, port) = k;
+    NetRuleKey { identity, remote, port, proto, direction, generation, _pad: [0; 3] }
+}
+
+fn block_key(k: &BlockKey, generation: u8) -> Key<RangeKey> {
+    let &(identity, remote, proto, direction, block) = k;
+    Key::new(
+        RANGE_FIXED_BITS + u32::from(block.bits),
+        RangeKey {
+            generation,
+            direction,
+            proto,
+            _pad: 0,
+            identity: identity.to_be_bytes(),
+            remote: remote.to_be_bytes(),
+            port: block.port.to_be_bytes(),
+        },
+    )
+}
+
+fn ipcache_key(&(addr, len): &([u8; 16], u8), generation: u8) -> Key<IpcacheKey> {
+    Key::new(8 + u32::from(len), IpcacheKey { generation, addr })
+}
+
+/// The three maps that hold compiled policy.
+pub struct Tables {
+    pub(super) rules: HashMap<MapData, NetRuleKey, NetRuleValue>,
+    pub(super) ranges: LpmTrie<MapData, RangeKey, NetRuleValue>,
+    pub(super) ipcache: LpmTrie<MapData, IpcacheKey, u32>,
+    mirrors: [Mirror; 2],
+}
+
+fn map_err(name: &'static str) -> impl Fn(MapError) -> DatapathError {
+    move |source| DatapathError::Map { name, source }
+}
+
+/// What turns `old` into `new`: keys to remove, then entries to write.
+fn diff<'a, K: Ord, V: PartialEq>(old: &'a BTreeMap<K, V>, new: &'a BTreeMap<K, V>) -> (Vec<&'a K>, Vec<(&'a K, &'a V)>) {
+    let removals = old.keys().filter(|k| !new.contains_key(k)).collect();
+    let writes = new.iter().filter(|(k, v)| old.get(k) != Some(v)).collect();
+    (removals, writes)
+}
+
+impl Tables {
+    /// Wraps the maps and reads back what each generation holds.
+    ///
+    /// # Errors
+    /// When a map cannot be iterated.
+    pub(super) fn adopt(
+        rules: HashMap<MapData, NetRuleKey, NetRuleValue>,
+        ranges: LpmTrie<MapData, RangeKey, NetRuleValue>,
+        ipcache: LpmTrie<MapData, IpcacheKey, u32>,
+    ) -> Result<Self, DatapathError> {
+        let mut mirrors: [Mirror; 2] = Default::default();
+        for item in rules.iter() {
+            let (k, v) = item.map_err(map_err(maps::NET_RULES))?;
+            if let Some(m) = mirrors.get_mut(usize::from(k.generation)) {
+                m.exact.insert((k.identity, k.remote, k.proto, k.direction, k.port), v);
+            }
+        }
+        for item in ranges.iter() {
+            let (k, v) = item.map_err(map_err(maps::NET_RANGES))?;
+            let d = k.data();
+            let bits = u8::try_from(k.prefix_len().saturating_sub(RANGE_FIXED_BITS)).unwrap_or(16);
+            let block = PortBlock { port: u16::from_be_bytes(d.port), bits };
+            let key = (u32::from_be_bytes(d.identity), u32::from_be_bytes(d.remote), d.proto, d.direction, block);
+            if let Some(m) = mirrors.get_mut(usize::from(d.generation)) {
+                m.blocks.insert(key, v);
+            }
+        }
+        for item in ipcache.iter() {
+            let (k, v) = item.map_err(map_err(maps::IPCACHE))?;
+            let d = k.data();
+            let len = u8::try_from(k.prefix_len().saturating_sub(8)).unwrap_or(128);
+            if let Some(m) = mirrors.get_mut(usize::from(d.generation)) {
+                m.ipcache.insert((d.addr, len), v);
+            }
+        }
+        Ok(Self { rules, ranges, ipcache, mirrors })
+    }
+
+    /// What generation `g` holds.
+    #[must_use]
+    pub fn mirror(&self, g: u8) -> &Mirror {
+        &self.mirrors[usize::from(g & 1)]
+    }
+
+    /// Makes generation `g` hold exactly `new`.
+    ///
+    /// # Errors
+    /// When a map write fails. The generation then holds an unknown mix and must not be
+    /// flipped to; its mirror is left empty so the next fill writes every entry again.
+    pub(super) fn fill(&mut self, g: u8, new: &Compiled, stats: &mut ApplyStats) -> Result<(), DatapathError> {
+        let g = g & 1;
+        let old = std::mem::take(&mut self.mirrors[usize::from(g)]);
+        self.write(g, &old, new, stats)?;
+        self.mirrors[usize::from(g)] =
+            Mirror { exact: new.exact.clone(), blocks: new.blocks.clone(), ipcache: new.ipcache.clone() };
+        Ok(())
+    }
+
+    fn write(&mut self, g: u8, old: &Mirror, new: &Compiled, stats: &mut ApplyStats) -> Result<(), DatapathError> {
+        let (removals, writes) = diff(&old.exact, &new.exact);
+        for k in removals {
+            ignore_missing(self.rules.remove(&exact_key(k, g)), maps::NET_RULES)?;
+            stats.removed += 1;
+        }
+        for (k, v) in writes {
+            self.rules.insert(exact_key(k, g), *v, 0).map_err(map_err(maps::NET_RULES))?;
+            stats.written += 1;
+        }
+        let (removals, writes) = diff(&old.blocks, &new.blocks);
+        for k in removals {
+            ignore_missing(self.ranges.remove(&block_key(k, g)), maps::NET_RANGES)?;
+            stats.removed += 1;
+        }
+        for (k, v) in writes {
+            self.ranges.insert(&block_key(k, g), *v, 0).map_err(map_err(maps::NET_RANGES))?;
+            stats.written += 1;
+        }
+        let (removals, writes) = diff(&old.ipcache, &new.ipcache);
+        for k in removals {
+            ignore_missing(self.ipcache.remove(&ipcache_key(k, g)), maps::IPCACHE)?;
+            stats.removed += 1;
+        }
+        for (k, v) in writes {
+            self.ipcache.insert(&ipcache_key(k, g), *v, 0).map_err(map_err(maps::IPCACHE))?;
+            stats.written += 1;
+        }
+        Ok(())
+    }
+}
