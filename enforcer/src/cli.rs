@@ -5,6 +5,8 @@
 mod client;
 mod label;
 mod pending;
+mod policy;
+mod policy_remote;
 mod profile;
 mod run;
 mod status;
@@ -58,8 +60,8 @@ pub enum Command {
     Workloads(Query),
     /// A workload's signed Trust Profile, or `profile verify FILE [--key PUBKEY]`.
     Profile(profile::ProfileArgs),
-    /// Validate, apply, list or delete policies (`policy check FILE...` works offline).
-    Policy(pending::Rest),
+    /// Validate (offline), apply, list or delete policies.
+    Policy(policy::PolicyArgs),
     /// Network and file events (`--follow`, `--since DURATION`).
     Flows(pending::Rest),
     /// Which policy and rule decide an operation for a workload.
@@ -88,7 +90,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Workloads(q) => workloads::run(&q),
         Command::Peers(_) => Ok(pending::not_yet("peers")),
         Command::Profile(args) => profile::run(&args),
-        Command::Policy(_) => Ok(pending::not_yet("policy")),
+        Command::Policy(args) => policy::run(&args),
         Command::Flows(_) => Ok(pending::not_yet("flows")),
         Command::Explain(_) => Ok(pending::not_yet("explain")),
         Command::Label(args) => label::run(&args),
