@@ -6,7 +6,8 @@
 //! pinned maps, so the previous agent's state keeps applying), then the root and workloads are
 //! (re)written, and only then does the agent report itself live.
 
-mod flows;
+pub mod flows;
+mod policies;
 mod state;
 
 use std::{
@@ -137,9 +138,9 @@ impl Agent {
     /// # Errors
     /// When the socket cannot be bound, or rescanning or reading events fails.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
-        let (config, ring, names) = {
+        let (config, ring, names, log) = {
             let mut s = self.lock();
-            (s.config.clone(), s.datapath.take_events()?, Arc::clone(&s.names))
+            (s.config.clone(), s.datapath.take_events()?, Arc::clone(&s.names), Arc::clone(&s.events))
         };
         let listener =
             api::server::bind(&config.socket).map_err(|source| AgentError::Socket { path: config.socket.clone(), source })?;
@@ -149,7 +150,7 @@ impl Agent {
         let api_task = tokio::spawn(api::server::serve(listener, Arc::clone(&self.state), async {
             let _ = api_stopped.await;
         }));
-        let reader = tokio::spawn(flows::read(ring, names));
+        let reader = tokio::spawn(flows::read(ring, names, log));
         let aws = tokio::spawn(ec2_identity(config.imds_url.clone(), Arc::clone(&self.state)));
         {
             let s = self.lock();

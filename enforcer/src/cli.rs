@@ -3,6 +3,8 @@
 //! Query verbs talk only to a running daemon over its socket; they never open daemon state.
 
 mod client;
+mod explain;
+mod flows;
 mod label;
 mod pending;
 mod policy;
@@ -62,10 +64,10 @@ pub enum Command {
     Profile(profile::ProfileArgs),
     /// Validate (offline), apply, list or delete policies.
     Policy(policy::PolicyArgs),
-    /// Network and file events (`--follow`, `--since DURATION`).
-    Flows(pending::Rest),
-    /// Which policy and rule decide an operation for a workload.
-    Explain(pending::Rest),
+    /// Network and file events (`--follow`, `--since DURATION`, `-o json`).
+    Flows(flows::FlowsArgs),
+    /// Which policy and rule decide a connection (`--to ADDR:PORT/PROTO` or `--from ...`).
+    Explain(explain::ExplainArgs),
     /// Assign operator labels to a workload (`enforcer label web tier=frontend`).
     Label(label::LabelArgs),
     /// Learn what a workload does (`start|stop|status`).
@@ -91,8 +93,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Peers(_) => Ok(pending::not_yet("peers")),
         Command::Profile(args) => profile::run(&args),
         Command::Policy(args) => policy::run(&args),
-        Command::Flows(_) => Ok(pending::not_yet("flows")),
-        Command::Explain(_) => Ok(pending::not_yet("explain")),
+        Command::Flows(args) => flows::run(&args),
+        Command::Explain(args) => explain::run(&args),
         Command::Label(args) => label::run(&args),
         Command::Observe(_) => Ok(pending::not_yet("observe")),
         Command::Ca(_) => Ok(pending::not_yet("ca")),

@@ -118,12 +118,26 @@ pub enum Detail {
         remote_identity: u32,
         /// The compiled rule that decided; `None`: the default posture.
         rule_id: Option<u32>,
+        /// What decided, in words: a policy's rule, allow-list mode, or the default posture.
+        policy: Option<String>,
+        /// The remote workload's name, when the remote is a known workload.
+        remote_workload: Option<String>,
     },
     /// File fields.
     File {
         /// Requested access: `read`, `write`, `exec`.
         access: Vec<&'static str>,
     },
+}
+
+impl Event {
+    /// Fills in what only the agent knows: what decided and who the remote is.
+    pub fn annotate(&mut self, decided_by: String, remote: Option<String>) {
+        if let Detail::Network { policy, remote_workload, .. } = &mut self.detail {
+            *policy = Some(decided_by);
+            *remote_workload = remote;
+        }
+    }
 }
 
 /// Converts kernel monotonic timestamps to wall-clock time.
@@ -193,6 +207,8 @@ pub fn describe(record: &Record, clock: &Clock, workload: Option<String>) -> Eve
             dst: addr(n.family, n.dst, n.dst_port),
             remote_identity: n.header.remote_identity,
             rule_id: (n.header.rule_id != 0).then_some(n.header.rule_id),
+            policy: None,
+            remote_workload: None,
         },
         Record::File(f) => Detail::File {
             access: [(ACCESS_READ, "read"), (ACCESS_WRITE, "write"), (ACCESS_EXEC, "exec")]

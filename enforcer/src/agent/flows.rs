@@ -1,16 +1,86 @@
-//! Reads decisions from the kernel's ring buffer and logs them as flow events.
+//! Reads decisions from the kernel's ring buffer, names what decided and who was involved,
+//! logs them, and keeps the recent ones for `enforcer flows` (with a live feed for `--follow`).
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, SystemTime},
+};
 
 use aya::maps::{MapData, RingBuf};
-use tokio::io::{Interest, unix::AsyncFd};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    sync::broadcast,
+};
 
-use super::{AgentError, state::Names};
-use crate::events;
+use super::AgentError;
+use crate::{events, policy::compile::RuleInfo};
+
+/// How many events `enforcer flows` can show without `--follow`.
+const KEPT: usize = 10_000;
+
+/// What the reader needs to put names on kernel numbers; the agent updates it as workloads
+/// and policies change.
+#[derive(Debug, Default)]
+pub struct Names {
+    /// cgroup id → workload name.
+    pub cgroups: HashMap<u64, String>,
+    /// identity → workload name.
+    pub identities: HashMap<u32, String>,
+    /// rule id `n` → `rules[n - 1]`.
+    pub rules: Vec<RuleInfo>,
+}
+
+/// Shared, updatable [`Names`].
+pub type SharedNames = Arc<RwLock<Names>>;
+
+/// Recent events and the live feed.
+pub struct EventLog {
+    recent: Mutex<VecDeque<(SystemTime, events::Event)>>,
+    live: broadcast::Sender<events::Event>,
+}
+
+impl Default for EventLog {
+    fn default() -> Self {
+        Self { recent: Mutex::new(VecDeque::with_capacity(1024)), live: broadcast::channel(4096).0 }
+    }
+}
+
+impl EventLog {
+    fn push(&self, e: events::Event) {
+        let mut recent = self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if recent.len() == KEPT {
+            recent.pop_front();
+        }
+        recent.push_back((SystemTime::now(), e.clone()));
+        let _ = self.live.send(e);
+    }
+
+    /// Kept events newer than `since` ago (all with `None`), oldest first.
+    #[must_use]
+    pub fn recent(&self, since: Option<Duration>) -> Vec<events::Event> {
+        let cutoff = since.and_then(|d| SystemTime::now().checked_sub(d));
+        self.recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|(t, _)| cutoff.is_none_or(|c| *t >= c))
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    /// Events from now on.
+    #[must_use]
+    pub fn subscribe(&self) -> broadcast::Receiver<events::Event> {
+        self.live.subscribe()
+    }
+}
 
 /// Reads the ring buffer until the task is dropped.
 ///
 /// # Errors
 /// When the ring buffer cannot be polled.
-pub(super) async fn read(ring: RingBuf<MapData>, names: Names) -> Result<(), AgentError> {
+pub(super) async fn read(ring: RingBuf<MapData>, names: SharedNames, log: Arc<EventLog>) -> Result<(), AgentError> {
     let clock = events::Clock::now().map_err(|e| AgentError::Events(e.into()))?;
     // SAFETY: the ring buffer owns its map fd for its whole life and `as_raw_fd` always
     // returns that same fd, which is what `register_with_interest` requires.
@@ -23,13 +93,19 @@ pub(super) async fn read(ring: RingBuf<MapData>, names: Names) -> Result<(), Age
         while let Some(item) = ring.next() {
             match events::decode(&item) {
                 Ok(record) => {
-                    let cgroup_id = record.header().cgroup_id;
-                    let workload = names
-                        .read()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .get(&cgroup_id)
-                        .cloned();
-                    log(&events::describe(&record, &clock, workload));
+                    let event = {
+                        let n = names.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let h = record.header();
+                        let mut e = events::describe(&record, &clock, n.cgroups.get(&h.cgroup_id).cloned());
+                        let decided_by = match usize::try_from(h.rule_id).ok().and_then(|i| i.checked_sub(1)) {
+                            Some(i) => n.rules.get(i).map_or_else(|| format!("rule {}", h.rule_id), ToString::to_string),
+                            None => "default posture".to_owned(),
+                        };
+                        e.annotate(decided_by, n.identities.get(&h.remote_identity).cloned());
+                        e
+                    };
+                    log_event(&event);
+                    log.push(event);
                 }
                 Err(error) => tracing::error!(%error, "undecodable kernel event"),
             }
@@ -38,15 +114,15 @@ pub(super) async fn read(ring: RingBuf<MapData>, names: Names) -> Result<(), Age
     }
 }
 
-fn log(e: &events::Event) {
+fn log_event(e: &events::Event) {
     let workload = e.workload.as_deref().unwrap_or("-");
     match &e.detail {
-        events::Detail::Network { direction, protocol, src, dst, remote_identity, rule_id } => {
+        events::Detail::Network { direction, protocol, src, dst, remote_identity, policy, remote_workload, .. } => {
             tracing::info!(
                 target: "enforcer::flow",
                 kind = e.kind, verdict = e.verdict, workload, identity = e.identity,
                 pid = e.pid, uid = e.uid, comm = %e.comm, direction, protocol = %protocol,
-                src = %src, dst = %dst, remote_identity, rule_id = ?rule_id,
+                src = %src, dst = %dst, remote_identity, remote_workload = ?remote_workload, policy = ?policy,
                 "flow"
             );
         }

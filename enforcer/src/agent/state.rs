@@ -3,14 +3,20 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    net::IpAddr,
     path::{Path, PathBuf},
-    sync::{Arc, RwLock},
+    sync::Arc,
     time::Instant,
 };
 
 use enforcer_common::{Workload, workload::WORKLOAD_F_LOG_ALLOWED};
 
-use super::{AgentError, verdict};
+use super::{
+    AgentError,
+    flows::{EventLog, SharedNames},
+    policies::PolicyStore,
+    verdict,
+};
 use crate::{
     api::{ApiError, proto},
     config::Config,
@@ -21,14 +27,13 @@ use crate::{
         enrol::{Changes, LabelError},
         system::{self, ExeHashes, HostFacts},
     },
+    policy::compile::{self, Compiled, Direction, Endpoint},
     profile::{self, HostKey, Profile, PublicKey, SignedProfile},
 };
 
 /// File in `state_dir` holding labels assigned with `enforcer label`.
 const LABELS_FILE: &str = "labels.json";
 
-/// cgroup id → workload name, read by the flow-event reader.
-pub type Names = Arc<RwLock<HashMap<u64, String>>>;
 
 /// Everything the agent knows and owns.
 pub struct State {
@@ -47,7 +52,15 @@ pub struct State {
     containers: HashMap<String, (String, Tags)>,
     key: HostKey,
     profiles: HashMap<String, SignedProfile>,
-    pub(super) names: Names,
+    pub(super) names: SharedNames,
+    pub(super) events: Arc<EventLog>,
+    policies: PolicyStore,
+    compiled: Compiled,
+    addresses: HashMap<String, Vec<IpAddr>>,
+    /// Workloads, tags or addresses changed since the last compile.
+    dirty: bool,
+    last_apply: String,
+    apply_error: Option<String>,
     started: Instant,
 }
 
@@ -64,7 +77,6 @@ impl State {
             enrolment.restore_assigned(assigned);
         }
         Ok(Self {
-            config,
             datapath,
             enrolment,
             host: HostFacts::read(),
@@ -76,8 +88,16 @@ impl State {
             containers: HashMap::new(),
             key,
             profiles: HashMap::new(),
-            names: Names::default(),
+            names: SharedNames::default(),
+            events: Arc::default(),
+            policies: PolicyStore::new(&config.policy_dir, &config.state_dir),
+            compiled: Compiled::default(),
+            addresses: HashMap::new(),
+            dirty: true,
+            last_apply: "never".to_owned(),
+            apply_error: None,
             started: Instant::now(),
+            config,
         })
     }
 
@@ -102,16 +122,70 @@ impl State {
             tracing::info!(workload = %w.name, identity = w.identity, cgroup_id = w.cgroup_id, "workload enrolled");
         }
         if !changes.added.is_empty() || !changes.removed.is_empty() {
+            self.dirty = true;
             let mut names = self.names.write().unwrap_or_else(std::sync::PoisonError::into_inner);
             for w in &changes.removed {
-                names.remove(&w.cgroup_id);
+                names.cgroups.remove(&w.cgroup_id);
+                names.identities.remove(&w.identity);
             }
             for w in &changes.added {
-                names.insert(w.cgroup_id, w.name.clone());
+                names.cgroups.insert(w.cgroup_id, w.name.clone());
+                names.identities.insert(w.identity, w.name.clone());
             }
         }
         self.refresh_tags();
+        if self.policies.refresh(false) {
+            self.dirty = true;
+        }
+        if self.dirty {
+            self.recompile();
+        }
         Ok(changes)
+    }
+
+    /// Compiles the policies in force for the current workloads and writes the result to the
+    /// kernel as a whole. A failure leaves the previous state in force, is reported by
+    /// `status`, and is retried at the next rescan.
+    fn recompile(&mut self) {
+        let endpoints: Vec<Endpoint> = self
+            .enrolment
+            .workloads()
+            .values()
+            .map(|w| Endpoint {
+                identity: w.identity,
+                name: w.name.clone(),
+                tags: w.tags.clone(),
+                addresses: self.addresses.get(&w.name).cloned().unwrap_or_default(),
+            })
+            .collect();
+        let started = Instant::now();
+        let compiled = compile::compile(&self.policies.network(), &endpoints);
+        let compile_time = started.elapsed();
+        match self.datapath.apply(&compiled) {
+            Ok(stats) => {
+                let took = started.elapsed();
+                tracing::info!(
+                    written = stats.written, removed = stats.removed, generation = stats.generation,
+                    compile_us = compile_time.as_micros(), total_us = took.as_micros(),
+                    "policy state applied"
+                );
+                self.last_apply = format!(
+                    "{} ({} written, {} removed, {:?})",
+                    humantime::format_rfc3339_millis(std::time::SystemTime::now()),
+                    stats.written,
+                    stats.removed,
+                    took
+                );
+                self.names.write().unwrap_or_else(std::sync::PoisonError::into_inner).rules = compiled.rules.clone();
+                self.compiled = compiled;
+                self.apply_error = None;
+                self.dirty = false;
+            }
+            Err(error) => {
+                tracing::error!(%error, "writing policy state failed; the previous state stays in force");
+                self.apply_error = Some(error.to_string());
+            }
+        }
     }
 
     /// Tags of the container whose cgroup is `dir`, if a runtime knows it. Found metadata is
@@ -152,13 +226,20 @@ impl State {
             let dir = root.join(&name);
             tags.extend(self.container_tags(&name, &dir));
             let pids = cgroup::procs(&dir).unwrap_or_default();
-            if let Some(pid) = system::oldest(&pids) {
+            let oldest = system::oldest(&pids);
+            if let Some(pid) = oldest {
                 match system::process(pid, &mut self.hashes) {
                     Ok(facts) => tags.extend(facts.tags()),
                     Err(error) => tracing::debug!(workload = %name, pid, %error, "process facts unavailable"),
                 }
             }
+            let addresses = oldest.map(addresses::of_process).unwrap_or_default();
+            if self.addresses.get(&name) != Some(&addresses) {
+                self.addresses.insert(name.clone(), addresses);
+                self.dirty = true;
+            }
             if self.enrolment.set_facts(&name, tags) {
+                self.dirty = true;
                 self.profiles.remove(&name);
                 if let Some(w) = self.enrolment.workloads().get(&name) {
                     tracing::info!(workload = %name, tags = ?w.tags, "workload tags changed");
@@ -195,9 +276,7 @@ impl State {
         {
             return Ok(p.clone());
         }
-        let root = self.enrolment.root().join(&w.name);
-        let pid = system::oldest(&cgroup::procs(&root).unwrap_or_default());
-        let addresses = pid.map(addresses::of_process).unwrap_or_default();
+        let addresses = self.addresses.get(&w.name).cloned().unwrap_or_default();
         let signed = SignedProfile::sign(
             Profile {
                 workload: w.name.clone(),
@@ -244,6 +323,12 @@ impl State {
         self.aws_status = status;
     }
 
+    /// Recent flow events and the live feed.
+    #[must_use]
+    pub fn event_log(&self) -> Arc<EventLog> {
+        Arc::clone(&self.events)
+    }
+
     /// Keys whose profiles this agent trusts (its own, for now).
     #[must_use]
     pub fn trusted_keys(&self) -> Vec<PublicKey> {
@@ -283,7 +368,98 @@ impl State {
             aws: self.aws_status.clone(),
             network: Some(c(counters.network)),
             file: Some(c(counters.file)),
+            policies: u32::try_from(self.policies.count()).unwrap_or(u32::MAX),
+            policy_errors: self.policies.errors().iter().cloned().chain(self.apply_error.clone()).collect(),
+            last_apply: self.last_apply.clone(),
         })
+    }
+
+    /// Validates and applies policy files; in force when this returns.
+    ///
+    /// # Errors
+    /// [`ApiError::InvalidArgument`] with every problem (nothing changes then), or
+    /// [`ApiError::Internal`] when the kernel could not be written.
+    pub fn apply_policies(&mut self, files: &[(String, String)]) -> Result<Vec<String>, ApiError> {
+        let names = self.policies.apply(files)?;
+        self.recompile();
+        match &self.apply_error {
+            Some(e) => Err(ApiError::Internal(format!("policies stored but not in force: {e}"))),
+            None => Ok(names),
+        }
+    }
+
+    /// Deletes a policy applied through the API; out of force when this returns.
+    ///
+    /// # Errors
+    /// As [`PolicyStore::delete`], or [`ApiError::Internal`] when the kernel could not be written.
+    pub fn delete_policy(&mut self, name: &str) -> Result<(), ApiError> {
+        self.policies.delete(name)?;
+        self.recompile();
+        self.apply_error.as_ref().map_or(Ok(()), |e| Err(ApiError::Internal(e.clone())))
+    }
+
+    /// The policies in force and the errors keeping a change out.
+    #[must_use]
+    pub fn list_policies(&self) -> proto::ListPoliciesReply {
+        proto::ListPoliciesReply {
+            policies: self.policies.list(),
+            errors: self.policies.errors().to_vec(),
+        }
+    }
+
+    /// What decides a connection of workload `name` with `addr`:`port`/`proto`, answered from
+    /// the state in force in the kernel.
+    ///
+    /// # Errors
+    /// [`ApiError::NotFound`] or [`ApiError::InvalidArgument`] for a bad workload or request.
+    pub fn explain(&self, req: &proto::ExplainRequest) -> Result<proto::ExplainReply, ApiError> {
+        let w = self.find(&req.workload)?;
+        let direction = match req.direction.as_str() {
+            "egress" => Direction::Egress,
+            "ingress" => Direction::Ingress,
+            other => return Err(ApiError::InvalidArgument(format!("direction {other:?}: use egress or ingress"))),
+        };
+        let addr: IpAddr = req
+            .address
+            .parse()
+            .map_err(|_| ApiError::InvalidArgument(format!("{:?} is not an IP address", req.address)))?;
+        let proto = match req.protocol.as_str() {
+            "tcp" => enforcer_common::net::PROTO_TCP,
+            "udp" => enforcer_common::net::PROTO_UDP,
+            other => return Err(ApiError::InvalidArgument(format!("protocol {other:?}: use tcp or udp"))),
+        };
+        let port = u16::try_from(req.port)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| ApiError::InvalidArgument(format!("port {} is not in 1..=65535", req.port)))?;
+        let remote = compile::remote_of(&self.compiled, addr);
+        let remote_name = self
+            .enrolment
+            .workloads()
+            .values()
+            .find(|x| x.identity == remote)
+            .map(|x| format!("workload {}", x.name))
+            .or_else(|| self.compiled.cidrs.iter().find(|(_, id)| **id == remote).map(|(c, _)| format!("CIDR {}/{}", c.addr, c.len)))
+            .unwrap_or_else(|| "world (no single workload or policy CIDR)".to_owned());
+        let (verdict, reason) = match compile::lookup(&self.compiled, w.identity, remote, proto, port, direction.byte()) {
+            Some(v) => (
+                enforcer_common::Verdict::from_u8(v.verdict),
+                compile::describe(&self.compiled, v.rule_id).map_or_else(|| format!("rule {}", v.rule_id), ToString::to_string),
+            ),
+            None => {
+                let posture = self.config.default_network;
+                (
+                    Some(verdict(posture)),
+                    format!("no policy selects {} for {}: default_network = {posture:?}", w.name, direction.name()),
+                )
+            }
+        };
+        let verdict = match verdict {
+            Some(enforcer_common::Verdict::Allow) => "allow",
+            Some(enforcer_common::Verdict::Audit) => "audit",
+            _ => "deny",
+        };
+        Ok(proto::ExplainReply { verdict: verdict.to_owned(), reason, remote_identity: remote, remote: remote_name })
     }
 }
 

@@ -6,8 +6,13 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use tokio::net::{UnixListener, UnixStream};
-use tokio_stream::wrappers::ReceiverStream;
+use std::{pin::Pin, time::Duration};
+
+use tokio::{
+    net::{UnixListener, UnixStream},
+    sync::broadcast::error::RecvError,
+};
+use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
 use super::{
@@ -71,6 +76,63 @@ impl agent_server::Agent for Service {
         let labels = req.labels.into_iter().collect();
         let w = self.state().label(&req.workload, &labels)?;
         Ok(Response::new(proto::LabelReply { workload: Some(workload(&w)) }))
+    }
+
+    async fn apply_policies(&self, req: Request<proto::ApplyRequest>) -> Result<Response<proto::ApplyReply>, Status> {
+        let files: Vec<(String, String)> = req.into_inner().files.into_iter().map(|f| (f.name, f.content)).collect();
+        let applied = self.state().apply_policies(&files)?;
+        Ok(Response::new(proto::ApplyReply { applied }))
+    }
+
+    async fn list_policies(
+        &self,
+        _: Request<proto::ListPoliciesRequest>,
+    ) -> Result<Response<proto::ListPoliciesReply>, Status> {
+        Ok(Response::new(self.state().list_policies()))
+    }
+
+    async fn delete_policy(
+        &self,
+        req: Request<proto::DeletePolicyRequest>,
+    ) -> Result<Response<proto::DeletePolicyReply>, Status> {
+        self.state().delete_policy(&req.into_inner().name)?;
+        Ok(Response::new(proto::DeletePolicyReply {}))
+    }
+
+    type FlowsStream = Pin<Box<dyn Stream<Item = Result<proto::FlowEvent, Status>> + Send>>;
+
+    async fn flows(&self, req: Request<proto::FlowsRequest>) -> Result<Response<Self::FlowsStream>, Status> {
+        let req = req.into_inner();
+        let log = self.state().event_log();
+        // Subscribe before reading the backlog, so nothing falls between the two.
+        let mut live = req.follow.then(|| log.subscribe());
+        let since = (req.since_seconds > 0).then(|| Duration::from_secs(req.since_seconds));
+        let backlog = log.recent(since);
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(async move {
+            let json = |e: &crate::events::Event| serde_json::to_string(e).unwrap_or_default();
+            for e in &backlog {
+                if tx.send(Ok(proto::FlowEvent { json: json(e) })).await.is_err() {
+                    return;
+                }
+            }
+            let Some(live) = live.as_mut() else { return };
+            loop {
+                let item = match live.recv().await {
+                    Ok(e) => Ok(proto::FlowEvent { json: json(&e) }),
+                    Err(RecvError::Lagged(n)) => Err(Status::data_loss(format!("{n} events were dropped: the client read too slowly"))),
+                    Err(RecvError::Closed) => return,
+                };
+                if tx.send(item).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn explain(&self, req: Request<proto::ExplainRequest>) -> Result<Response<proto::ExplainReply>, Status> {
+        Ok(Response::new(self.state().explain(&req.into_inner())?))
     }
 
     async fn trusted_keys(

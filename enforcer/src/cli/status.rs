@@ -21,6 +21,10 @@ pub fn run(q: &Query) -> anyhow::Result<i32> {
             println!("workloads     {}", s.workloads);
             println!("host key      {}", s.key_id);
             println!("ec2 identity  {}", s.aws);
+            println!("policies      {} (last applied: {})", s.policies, s.last_apply);
+            for e in &s.policy_errors {
+                println!("policy error  {e}");
+            }
             let rows: Vec<Vec<String>> = s
                 .points
                 .iter()
@@ -58,6 +62,9 @@ fn json(s: &proto::StatusReply) -> serde_json::Value {
         "key_id": s.key_id,
         "host_tags": s.host_tags.iter().collect::<std::collections::BTreeMap<_, _>>(),
         "aws": s.aws,
+        "policies": s.policies,
+        "policy_errors": s.policy_errors,
+        "last_apply": s.last_apply,
         "enforcement_points": s.points.iter().map(|p| serde_json::json!({
             "name": p.name, "hook": p.hook, "attached": p.attached,
             "error": if p.error.is_empty() { None } else { Some(&p.error) },

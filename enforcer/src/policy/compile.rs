@@ -392,3 +392,42 @@ pub fn proto_byte(p: Protocol) -> u8 {
         Protocol::Udp => PROTO_UDP,
     }
 }
+
+/// What the kernel's lookup (`enforcer-ebpf/src/decide.rs`) finds in `c` for a decision, or
+/// `None` when nothing is compiled for it (the workload's posture applies). Used by `explain`
+/// so that it answers from exactly what the kernel holds.
+#[must_use]
+pub fn lookup(c: &Compiled, local: Identity, remote: Identity, proto: u8, port: u16, dir: u8) -> Option<NetRuleValue> {
+    let (proto, port) = if proto == PROTO_TCP || proto == PROTO_UDP { (proto, port) } else { (PROTO_ANY, 0) };
+    for r in [remote, ANY] {
+        if let Some(v) = c.exact.get(&(local, r, proto, dir, port)) {
+            return Some(*v);
+        }
+        let lo = (local, r, proto, dir, PortBlock { port: 0, bits: 0 });
+        let hi = (local, r, proto, dir, PortBlock { port: u16::MAX, bits: u8::MAX });
+        let best = c
+            .blocks
+            .range(lo..=hi)
+            .filter(|((.., b), _)| b.bits == 0 || port >> (16 - b.bits) == b.port >> (16 - b.bits))
+            .max_by_key(|((.., b), _)| b.bits);
+        if let Some((_, v)) = best {
+            return Some(*v);
+        }
+    }
+    None
+}
+
+/// The identity the ipcache gives `addr` (longest prefix), or `WORLD`.
+#[must_use]
+pub fn remote_of(c: &Compiled, addr: IpAddr) -> Identity {
+    let (a, _) = mapped(addr);
+    c.ipcache
+        .iter()
+        .filter(|((prefix, len), _)| {
+            let bits = u32::from(*len);
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            u128::from_be_bytes(*prefix) & mask == u128::from_be_bytes(a) & mask
+        })
+        .max_by_key(|((_, len), _)| *len)
+        .map_or(enforcer_common::identity::WORLD, |(_, id)| *id)
+}

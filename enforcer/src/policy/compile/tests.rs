@@ -40,25 +40,8 @@ fn policy(name: &str, subject: &str, egress: Option<Vec<NetRule>>, ingress: Opti
     NetworkPolicy { name: name.into(), mode, subject: sel(subject), egress, ingress, source: src() }
 }
 
-/// What the kernel's lookup (enforcer-ebpf/src/decide.rs) reads from compiled state.
 fn kernel(c: &Compiled, l: u32, r: u32, proto: u8, port: u16, dir: u8, posture: Verdict) -> Verdict {
-    let (proto, port) = if proto == PROTO_TCP || proto == PROTO_UDP { (proto, port) } else { (PROTO_ANY, 0) };
-    for rr in [r, ANY] {
-        if let Some(v) = c.exact.get(&(l, rr, proto, dir, port)) {
-            return Verdict::from_u8(v.verdict).expect("verdict");
-        }
-        let best = c
-            .blocks
-            .iter()
-            .filter(|((bl, br, bp, bd, b), _)| {
-                *bl == l && *br == rr && *bp == proto && *bd == dir && (b.bits == 0 || port >> (16 - b.bits) == b.port >> (16 - b.bits))
-            })
-            .max_by_key(|((.., b), _)| b.bits);
-        if let Some((_, v)) = best {
-            return Verdict::from_u8(v.verdict).expect("verdict");
-        }
-    }
-    posture
+    lookup(c, l, r, proto, port, dir).map_or(posture, |v| Verdict::from_u8(v.verdict).expect("verdict"))
 }
 
 /// The semantics, written independently of the compiler: first deny wins, else first allow,
@@ -119,6 +102,8 @@ fn allow_to_selector_on_a_port_and_default_deny() {
     assert_eq!(kernel(&c, 300, 301, PROTO_UDP, 5432, DIR_EGRESS, Verdict::Allow), Verdict::Deny);
     assert_eq!(kernel(&c, 300, 301, PROTO_TCP, 5432, DIR_INGRESS, Verdict::Allow), Verdict::Allow, "ingress untouched: posture");
     assert_eq!(c.ipcache.get(&(enforcer_common::net::v4_mapped([10, 0, 0, 2]), 128)), Some(&301));
+    assert_eq!(remote_of(&c, "10.0.0.2".parse().expect("addr")), 301);
+    assert_eq!(remote_of(&c, "10.0.0.9".parse().expect("addr")), enforcer_common::identity::WORLD);
     let v = c.exact.get(&(300, 301, PROTO_TCP, DIR_EGRESS, 5432)).expect("exact entry");
     assert_eq!(describe(&c, v.rule_id).map(ToString::to_string).as_deref(), Some("web egress[0] (allow)"));
 }

@@ -203,7 +203,13 @@ impl<'a> Walker<'a> {
         let wrong = format!("belongs in {other} rules; {this} rules name the peer with `{peer_key}` or `{cidr_key}`");
         let misplaced = [(other_peer, format!("`{other_peer}` {wrong}")), (other_cidr, format!("`{other_cidr}` {wrong}"))];
         self.only(&f, &[peer_key, cidr_key, "ports", "action"], &misplaced);
-        let peer = match (f.get(peer_key), f.get(cidr_key)) {
+        // Both values are checked even when both keys are given, so every error shows at once.
+        let selector = f.get(peer_key).map(|n| self.scalar(n, &f.path(peer_key), selector));
+        let cidrs = f.get(cidr_key).map(|n| {
+            let empty = format!("an empty list matches no address; omit `{cidr_key}` to mean any peer");
+            self.items(n, &f.path(cidr_key), Some(&empty), value::cidr)
+        });
+        let peer = match (selector, cidrs) {
             (Some(_), Some(_)) => {
                 let later = if f.key_line(peer_key) > f.key_line(cidr_key) { peer_key } else { cidr_key };
                 self.error(
@@ -213,11 +219,8 @@ impl<'a> Walker<'a> {
                 );
                 None
             }
-            (Some(n), None) => self.scalar(n, &f.path(peer_key), selector).map(Peer::Selector),
-            (None, Some(n)) => {
-                let empty = format!("an empty list matches no address; omit `{cidr_key}` to mean any peer");
-                self.items(n, &f.path(cidr_key), Some(&empty), value::cidr).map(Peer::Cidrs)
-            }
+            (Some(selector), None) => selector.map(Peer::Selector),
+            (None, Some(cidrs)) => cidrs.map(Peer::Cidrs),
             (None, None) => Some(Peer::Any),
         };
         let ports = f.get("ports").map_or(Some(Vec::new()), |n| {

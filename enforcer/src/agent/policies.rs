@@ -1,0 +1,222 @@
+//! The policies in force: the files in `policy_dir` plus those applied through the API (kept
+//! in `state_dir/applied/`), loaded as one set. A change is taken whole or not at all: when any
+//! file is invalid, the previous set stays in force and the errors are kept for `status`.
+
+use std::{
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+};
+
+use crate::{
+    api::{ApiError, proto},
+    policy::{
+        Mode, NetworkPolicy, Policy,
+        parse::{self, PolicyError},
+    },
+};
+
+/// Names, sizes and change times of the policy files: what `refresh` compares.
+type Fingerprint = Vec<(PathBuf, u64, i64, i64)>;
+
+/// The loaded policy set and where it comes from.
+pub struct PolicyStore {
+    dir: PathBuf,
+    applied: PathBuf,
+    policies: Vec<Policy>,
+    errors: Vec<String>,
+    fingerprint: Option<Fingerprint>,
+}
+
+fn error_lines(errors: &[PolicyError]) -> Vec<String> {
+    errors.iter().map(ToString::to_string).collect()
+}
+
+impl PolicyStore {
+    /// A store over `policy_dir` and `state_dir/applied`; nothing loaded yet.
+    #[must_use]
+    pub fn new(policy_dir: &Path, state_dir: &Path) -> Self {
+        Self {
+            dir: policy_dir.to_owned(),
+            applied: state_dir.join("applied"),
+            policies: Vec::new(),
+            errors: Vec::new(),
+            fingerprint: None,
+        }
+    }
+
+    fn files(&self) -> Result<Vec<PathBuf>, String> {
+        let mut files = Vec::new();
+        for dir in [&self.dir, &self.applied] {
+            files.extend(parse::policy_files(dir).map_err(|e| format!("{}: {e}", dir.display()))?);
+        }
+        Ok(files)
+    }
+
+    fn fingerprint(files: &[PathBuf]) -> Fingerprint {
+        files
+            .iter()
+            .filter_map(|f| {
+                let m = std::fs::metadata(f).ok()?;
+                Some((f.clone(), m.len(), m.mtime(), m.mtime_nsec()))
+            })
+            .collect()
+    }
+
+    /// Reloads when any file changed (or always with `force`). Returns whether the set in
+    /// force changed; an invalid set is not taken and its errors are kept.
+    pub fn refresh(&mut self, force: bool) -> bool {
+        let files = match self.files() {
+            Ok(f) => f,
+            Err(e) => {
+                self.errors = vec![e];
+                return false;
+            }
+        };
+        let fingerprint = Self::fingerprint(&files);
+        if !force && self.fingerprint.as_ref() == Some(&fingerprint) {
+            return false;
+        }
+        self.fingerprint = Some(fingerprint);
+        match parse::parse_files(&files) {
+            Ok(policies) => {
+                self.errors.clear();
+                let changed = policies != self.policies;
+                if changed {
+                    tracing::info!(policies = policies.len(), "policies loaded");
+                }
+                self.policies = policies;
+                changed
+            }
+            Err(errors) => {
+                for e in &errors {
+                    tracing::error!(error = %e, "policy rejected; the previous policies stay in force");
+                }
+                self.errors = error_lines(&errors);
+                false
+            }
+        }
+    }
+
+    /// The NetworkPolicies in force.
+    #[must_use]
+    pub fn network(&self) -> Vec<NetworkPolicy> {
+        self.policies.iter().filter_map(|p| if let Policy::Network(n) = p { Some(n.clone()) } else { None }).collect()
+    }
+
+    /// Errors that kept the last change out.
+    #[must_use]
+    pub fn errors(&self) -> &[String] {
+        &self.errors
+    }
+
+    /// How many policies are in force.
+    #[must_use]
+    pub fn count(&self) -> usize {
+        self.policies.len()
+    }
+
+    /// The policies in force, for `policy list`.
+    #[must_use]
+    pub fn list(&self) -> Vec<proto::PolicyInfo> {
+        self.policies
+            .iter()
+            .map(|p| {
+                let (kind, mode) = match p {
+                    Policy::Network(n) => ("NetworkPolicy", n.mode),
+                    Policy::File(f) => ("FilePolicy", f.mode),
+                };
+                proto::PolicyInfo {
+                    name: p.name().to_owned(),
+                    kind: kind.to_owned(),
+                    mode: if mode == Mode::Audit { "audit" } else { "enforce" }.to_owned(),
+                    source: format!("{}:{}", p.source().file.display(), p.source().line),
+                }
+            })
+            .collect()
+    }
+
+    /// Validates `files` (name as the user gave it, content) and, when all of them and the
+    /// resulting set are valid, stores them so they are in force with the rest.
+    ///
+    /// # Errors
+    /// [`ApiError::InvalidArgument`] with every problem; nothing changes then.
+    pub fn apply(&mut self, files: &[(String, String)]) -> Result<Vec<String>, ApiError> {
+        if files.is_empty() {
+            return Err(ApiError::InvalidArgument("no policy files given".into()));
+        }
+        let mut names = Vec::new();
+        let mut errors = Vec::new();
+        let mut stored = Vec::new();
+        for (name, content) in files {
+            let base = Path::new(name).file_name().and_then(|b| b.to_str()).unwrap_or_default();
+            if base.is_empty() || !(base.ends_with(".yaml") || base.ends_with(".yml")) {
+                errors.push(format!("{name}: policy files must be named *.yaml or *.yml"));
+                continue;
+            }
+            match parse::parse_str(Path::new(name), content) {
+                Ok(policies) => names.extend(policies.iter().map(|p| p.name().to_owned())),
+                Err(e) => errors.extend(error_lines(&e)),
+            }
+            stored.push((self.applied.join(base), content));
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::InvalidArgument(errors.join("\n")));
+        }
+        std::fs::create_dir_all(&self.applied).map_err(|e| ApiError::Internal(format!("{}: {e}", self.applied.display())))?;
+        let previous: Vec<(PathBuf, Option<String>)> =
+            stored.iter().map(|(path, _)| (path.clone(), std::fs::read_to_string(path).ok())).collect();
+        for (path, content) in &stored {
+            write_atomic(path, content).map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))?;
+        }
+        self.refresh(true);
+        if self.errors.is_empty() {
+            return Ok(names);
+        }
+        // The files are valid alone but not together with the rest (a duplicate name):
+        // restore what was there and report.
+        let errors = self.errors.join("\n");
+        for (path, old) in previous {
+            let _ = match old {
+                Some(content) => write_atomic(&path, &content),
+                None => std::fs::remove_file(&path),
+            };
+        }
+        self.refresh(true);
+        Err(ApiError::InvalidArgument(errors))
+    }
+
+    /// Deletes a policy applied through the API.
+    ///
+    /// # Errors
+    /// [`ApiError::NotFound`] for an unknown name; [`ApiError::InvalidArgument`] for a policy
+    /// that comes from `policy_dir` or shares its applied file with others.
+    pub fn delete(&mut self, name: &str) -> Result<(), ApiError> {
+        let Some(policy) = self.policies.iter().find(|p| p.name() == name) else {
+            return Err(ApiError::NotFound(format!("no policy named {name:?} is in force; `enforcer policy list` shows them")));
+        };
+        let file = policy.source().file.clone();
+        if !file.starts_with(&self.applied) {
+            return Err(ApiError::InvalidArgument(format!(
+                "policy {name:?} comes from {} in policy_dir; remove it from that file",
+                file.display()
+            )));
+        }
+        let others: Vec<&str> =
+            self.policies.iter().filter(|p| p.source().file == file && p.name() != name).map(Policy::name).collect();
+        if !others.is_empty() {
+            return Err(ApiError::InvalidArgument(format!(
+                "policy {name:?} was applied in one file with {}; apply that file again without it",
+                others.join(", ")
+            )));
+        }
+        std::fs::remove_file(&file).map_err(|e| ApiError::Internal(format!("{}: {e}", file.display())))?;
+        self.refresh(true);
+        Ok(())
+    }
+}
+
+fn write_atomic(path: &Path, content: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content)?;
+    std::fs::rename(tmp, path)
+}
