@@ -59,11 +59,9 @@ pub fn decide(generation: u8, direction: u8, w: &Workload, remote: u32, proto: u
         Some(v) => Some(v),
         None => lookup(generation, direction, w.identity, ANY, proto, port),
     };
-    match found {
-        Some(v) => (Verdict::from_u8(v.verdict).unwrap_or(Verdict::Deny), v.rule_id),
-        None => {
-            let posture = if direction == DIR_EGRESS { w.egress_default } else { w.ingress_default };
-            (Verdict::from_u8(posture).unwrap_or(Verdict::Deny), 0)
-        }
+    if let Some(v) = found {
+        return (Verdict::from_u8(v.verdict).unwrap_or(Verdict::Deny), v.rule_id);
     }
+    let posture = if direction == DIR_EGRESS { w.egress_default } else { w.ingress_default };
+    (Verdict::from_u8(posture).unwrap_or(Verdict::Deny), 0)
 }

@@ -88,7 +88,7 @@ fn try_ingress(ctx: &SkBuffContext) -> Option<i32> {
             _pad: [0; 6],
         };
         // SAFETY: the value is not read.
-        if unsafe { UDP_FLOWS.get(&key) }.is_some() {
+        if unsafe { UDP_FLOWS.get(key) }.is_some() {
             return Some(PASS);
         }
         flow = Some(key);
@@ -113,7 +113,7 @@ fn try_ingress(ctx: &SkBuffContext) -> Option<i32> {
         return Some(DROP);
     }
     if let Some(f) = &flow {
-        let _ = UDP_FLOWS.insert(f, &0, 0);
+        let _ = UDP_FLOWS.insert(f, 0, 0);
     }
     Some(PASS)
 }

@@ -119,7 +119,7 @@ fn egress(ctx: &SockAddrContext, dst: [u8; 16], user_port: u32, proto: u32, fami
         return DENY;
     }
     if let Some(f) = &flow {
-        let _ = UDP_FLOWS.insert(f, &0, 0);
+        let _ = UDP_FLOWS.insert(f, 0, 0);
     }
     ALLOW
 }

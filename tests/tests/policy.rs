@@ -1,4 +1,4 @@
-//! NetworkPolicy end to end through the real binary on one host: allow, deny rule, allow-list
+//! `NetworkPolicy` end to end through the real binary on one host: allow, deny rule, allow-list
 //! default, CIDR peers, audit, hot reload both ways, and an invalid file that changes nothing.
 //! Runs on the host and in the VM. (Workload-to-workload selection across simulated hosts is in
 //! `netpolicy.rs`.)

@@ -97,7 +97,7 @@ impl PolicyStore {
         }
     }
 
-    /// The NetworkPolicies in force.
+    /// The network policies in force.
     #[must_use]
     pub fn network(&self) -> Vec<NetworkPolicy> {
         self.policies.iter().filter_map(|p| if let Policy::Network(n) = p { Some(n.clone()) } else { None }).collect()
@@ -149,7 +149,8 @@ impl PolicyStore {
         let mut stored = Vec::new();
         for (name, content) in files {
             let base = Path::new(name).file_name().and_then(|b| b.to_str()).unwrap_or_default();
-            if base.is_empty() || !(base.ends_with(".yaml") || base.ends_with(".yml")) {
+            let yaml = Path::new(base).extension().is_some_and(|e| e == "yaml" || e == "yml");
+            if !yaml {
                 errors.push(format!("{name}: policy files must be named *.yaml or *.yml"));
                 continue;
             }

@@ -176,7 +176,7 @@ impl State {
                     stats.removed,
                     took
                 );
-                self.names.write().unwrap_or_else(std::sync::PoisonError::into_inner).rules = compiled.rules.clone();
+                self.names.write().unwrap_or_else(std::sync::PoisonError::into_inner).rules.clone_from(&compiled.rules);
                 self.compiled = compiled;
                 self.apply_error = None;
                 self.dirty = false;
@@ -441,19 +441,18 @@ impl State {
             .map(|x| format!("workload {}", x.name))
             .or_else(|| self.compiled.cidrs.iter().find(|(_, id)| **id == remote).map(|(c, _)| format!("CIDR {}/{}", c.addr, c.len)))
             .unwrap_or_else(|| "world (no single workload or policy CIDR)".to_owned());
-        let (verdict, reason) = match compile::lookup(&self.compiled, w.identity, remote, proto, port, direction.byte()) {
-            Some(v) => (
-                enforcer_common::Verdict::from_u8(v.verdict),
-                compile::describe(&self.compiled, v.rule_id).map_or_else(|| format!("rule {}", v.rule_id), ToString::to_string),
-            ),
-            None => {
-                let posture = self.config.default_network;
-                (
-                    Some(verdict(posture)),
-                    format!("no policy selects {} for {}: default_network = {posture:?}", w.name, direction.name()),
-                )
-            }
-        };
+        let posture = self.config.default_network;
+        let (verdict, reason) = compile::lookup(&self.compiled, w.identity, remote, proto, port, direction.byte()).map_or_else(
+            || {
+                let why = format!("no policy selects {} for {}: default_network = {posture:?}", w.name, direction.name());
+                (Some(verdict(posture)), why)
+            },
+            |v| {
+                let why = compile::describe(&self.compiled, v.rule_id)
+                    .map_or_else(|| format!("rule {}", v.rule_id), ToString::to_string);
+                (enforcer_common::Verdict::from_u8(v.verdict), why)
+            },
+        );
         let verdict = match verdict {
             Some(enforcer_common::Verdict::Allow) => "allow",
             Some(enforcer_common::Verdict::Audit) => "audit",

@@ -91,13 +91,13 @@ impl Tables {
         ipcache: LpmTrie<MapData, IpcacheKey, u32>,
     ) -> Result<Self, DatapathError> {
         let mut mirrors: [Mirror; 2] = Default::default();
-        for item in rules.iter() {
+        for item in &rules {
             let (k, v) = item.map_err(map_err(maps::NET_RULES))?;
             if let Some(m) = mirrors.get_mut(usize::from(k.generation)) {
                 m.exact.insert((k.identity, k.remote, k.proto, k.direction, k.port), v);
             }
         }
-        for item in ranges.iter() {
+        for item in &ranges {
             let (k, v) = item.map_err(map_err(maps::NET_RANGES))?;
             let d = k.data();
             let bits = u8::try_from(k.prefix_len().saturating_sub(RANGE_FIXED_BITS)).unwrap_or(16);
@@ -107,7 +107,7 @@ impl Tables {
                 m.blocks.insert(key, v);
             }
         }
-        for item in ipcache.iter() {
+        for item in &ipcache {
             let (k, v) = item.map_err(map_err(maps::IPCACHE))?;
             let d = k.data();
             let len = u8::try_from(k.prefix_len().saturating_sub(8)).unwrap_or(128);

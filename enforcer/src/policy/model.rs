@@ -1,7 +1,7 @@
 //! What a policy says, after parsing and validation.
 //!
 //! A workload selected by at least one policy of a kind is in allow-list mode for that kind
-//! and direction (a NetworkPolicy with an `egress` list selects for egress, one with `ingress`
+//! and direction (a `NetworkPolicy` with an `egress` list selects for egress, one with `ingress`
 //! for ingress); otherwise the configured default applies. Deny rules win over allow rules.
 //! A workload whose selecting policies of a kind are all `audit` is audited: what would be
 //! denied goes through and is reported.
@@ -151,9 +151,9 @@ pub struct FilePolicy {
 /// Any policy document.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Policy {
-    /// A NetworkPolicy.
+    /// A `NetworkPolicy`.
     Network(NetworkPolicy),
-    /// A FilePolicy.
+    /// A `FilePolicy`.
     File(FilePolicy),
 }
 

@@ -2,8 +2,8 @@ use std::{collections::BTreeMap, net::IpAddr, path::PathBuf};
 
 use enforcer_common::{
     Verdict,
-    identity::{ANY, FIRST_CIDR},
-    net::{DIR_EGRESS, DIR_INGRESS, PROTO_ANY, PROTO_TCP, PROTO_UDP},
+    identity::FIRST_CIDR,
+    net::{DIR_EGRESS, DIR_INGRESS, PROTO_TCP, PROTO_UDP},
 };
 use proptest::prelude::*;
 
@@ -44,6 +44,7 @@ fn kernel(c: &Compiled, l: u32, r: u32, proto: u8, port: u16, dir: u8, posture: 
     lookup(c, l, r, proto, port, dir).map_or(posture, |v| Verdict::from_u8(v.verdict).expect("verdict"))
 }
 
+#[expect(clippy::too_many_arguments, reason = "one decision's whole context, spelled out")]
 /// The semantics, written independently of the compiler: first deny wins, else first allow,
 /// else the allow-list default; audit when every selecting policy audits.
 fn oracle(policies: &[NetworkPolicy], eps: &[Endpoint], cidrs: &BTreeMap<Cidr, u32>, l: &Endpoint, r: u32, proto: u8, port: u16, dir: Direction, posture: Verdict) -> Verdict {

@@ -137,12 +137,11 @@ impl<'a> Walker<'a> {
         let Some(f) = self.fields(root, "") else {
             return (None, None);
         };
-        let kind = match f.get("kind") {
-            Some(node) => self.scalar(node, "kind", parse_kind),
-            None => {
-                self.error(f.line, "kind", "missing; expected `kind: NetworkPolicy` or `kind: FilePolicy`");
-                None
-            }
+        let kind = if let Some(node) = f.get("kind") {
+            self.scalar(node, "kind", parse_kind)
+        } else {
+            self.error(f.line, "kind", "missing; expected `kind: NetworkPolicy` or `kind: FilePolicy`");
+            None
         };
         let keys = match kind {
             Some(Kind::Network) => NETWORK_KEYS,
@@ -150,7 +149,8 @@ impl<'a> Walker<'a> {
             None => ANY_KEYS,
         };
         self.only(&f, keys, &[]);
-        let name = self.required(&f, "name").and_then(|n| Some((self.scalar(n, "name", value::name)?, n.line)));
+        let name =
+            self.required(&f, "name").and_then(|n| Some((self.scalar(n, "name", value::name)?, n.line)));
         let mode = f.get("mode").map_or(Some(Mode::default()), |n| self.scalar(n, "mode", value::mode));
         let subject = self.required(&f, "subject").and_then(|n| self.scalar(n, "subject", selector));
         let source = self.source(f.line);
@@ -190,8 +190,11 @@ impl<'a> Walker<'a> {
 
     fn net_rules(&mut self, node: &Node, dir: Dir) -> Option<Vec<NetRule>> {
         let items = self.list(node, dir.name(), None)?;
-        let rules: Vec<_> =
-            items.iter().enumerate().map(|(i, n)| self.net_rule(n, &format!("{}[{i}]", dir.name()), dir)).collect();
+        let rules: Vec<_> = items
+            .iter()
+            .enumerate()
+            .map(|(i, n)| self.net_rule(n, &format!("{}[{i}]", dir.name()), dir))
+            .collect();
         rules.into_iter().collect()
     }
 
@@ -200,8 +203,12 @@ impl<'a> Walker<'a> {
         let [peer_key, cidr_key] = dir.keys();
         let [other_peer, other_cidr] = dir.other().keys();
         let (this, other) = (dir.name(), dir.other().name());
-        let wrong = format!("belongs in {other} rules; {this} rules name the peer with `{peer_key}` or `{cidr_key}`");
-        let misplaced = [(other_peer, format!("`{other_peer}` {wrong}")), (other_cidr, format!("`{other_cidr}` {wrong}"))];
+        let wrong =
+            format!("belongs in {other} rules; {this} rules name the peer with `{peer_key}` or `{cidr_key}`");
+        let misplaced = [
+            (other_peer, format!("`{other_peer}` {wrong}")),
+            (other_cidr, format!("`{other_cidr}` {wrong}")),
+        ];
         self.only(&f, &[peer_key, cidr_key, "ports", "action"], &misplaced);
         // Both values are checked even when both keys are given, so every error shows at once.
         let selector = f.get(peer_key).map(|n| self.scalar(n, &f.path(peer_key), selector));
@@ -215,7 +222,9 @@ impl<'a> Walker<'a> {
                 self.error(
                     f.key_line(later),
                     f.path(later),
-                    format!("`{peer_key}` and `{cidr_key}` cannot be used together in one rule; write two rules"),
+                    format!(
+                        "`{peer_key}` and `{cidr_key}` cannot be used together in one rule; write two rules"
+                    ),
                 );
                 None
             }
@@ -227,14 +236,17 @@ impl<'a> Walker<'a> {
             let empty = "an empty list would mean every port; omit `ports` to mean any port";
             self.items(n, &f.path("ports"), Some(empty), value::port_spec)
         });
-        let action = f.get("action").map_or(Some(Action::default()), |n| self.scalar(n, &f.path("action"), value::action));
+        let action = f
+            .get("action")
+            .map_or(Some(Action::default()), |n| self.scalar(n, &f.path("action"), value::action));
         Some(NetRule { peer: peer?, ports: ports?, action: action?, source: self.source(f.line) })
     }
 
     fn file_rules(&mut self, f: &Fields<'_>) -> Option<Vec<FileRule>> {
         let node = self.required(f, "rules")?;
         let items = self.list(node, "rules", None)?;
-        let rules: Vec<_> = items.iter().enumerate().map(|(i, n)| self.file_rule(n, &format!("rules[{i}]"))).collect();
+        let rules: Vec<_> =
+            items.iter().enumerate().map(|(i, n)| self.file_rule(n, &format!("rules[{i}]"))).collect();
         rules.into_iter().collect()
     }
 
@@ -248,10 +260,19 @@ impl<'a> Walker<'a> {
             let empty = "an empty list would mean every access; omit `access` to mean all";
             self.items(n, &f.path("access"), Some(empty), value::access)
         });
-        let action = f.get("action").map_or(Some(Action::default()), |n| self.scalar(n, &f.path("action"), value::action));
+        let action = f
+            .get("action")
+            .map_or(Some(Action::default()), |n| self.scalar(n, &f.path("action"), value::action));
         let mut access: Vec<Access> = access?;
         let mut seen = Vec::with_capacity(access.len());
-        access.retain(|a| if seen.contains(a) { false } else { seen.push(*a); true });
+        access.retain(|a| {
+            if seen.contains(a) {
+                false
+            } else {
+                seen.push(*a);
+                true
+            }
+        });
         Some(FileRule { paths: paths?, access, action: action?, source: self.source(f.line) })
     }
 
@@ -266,7 +287,8 @@ impl<'a> Walker<'a> {
                 return None;
             }
         };
-        let mut f = Fields { line: node.line, path: path.to_owned(), entries: Vec::with_capacity(pairs.len()) };
+        let mut f =
+            Fields { line: node.line, path: path.to_owned(), entries: Vec::with_capacity(pairs.len()) };
         for (key, value) in pairs {
             let Value::Scalar { text, .. } = &key.value else {
                 if !matches!(key.value, Value::Rejected) {
@@ -311,7 +333,12 @@ impl<'a> Walker<'a> {
     }
 
     /// A scalar's text run through `parse`; errors at the value's line.
-    fn scalar<T>(&mut self, node: &Node, path: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+    fn scalar<T>(
+        &mut self,
+        node: &Node,
+        path: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
         match &node.value {
             Value::Scalar { text, .. } if !node.is_null() => {
                 parse(text).map_err(|message| self.error(node.line, path, message)).ok()
@@ -349,7 +376,8 @@ impl<'a> Walker<'a> {
         parse: impl Fn(&str) -> Result<T, String>,
     ) -> Option<Vec<T>> {
         let items = self.list(node, path, empty)?;
-        let parsed: Vec<_> = items.iter().enumerate().map(|(i, n)| self.scalar(n, &format!("{path}[{i}]"), &parse)).collect();
+        let parsed: Vec<_> =
+            items.iter().enumerate().map(|(i, n)| self.scalar(n, &format!("{path}[{i}]"), &parse)).collect();
         parsed.into_iter().collect()
     }
 }

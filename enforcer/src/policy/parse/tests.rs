@@ -4,8 +4,8 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::policy::{
-    Access, Action, Cidr, FilePolicy, FileRule, Mode, NetRule, NetworkPolicy, Peer, PortSpec, Protocol, Selector,
-    Source,
+    Access, Action, Cidr, FilePolicy, FileRule, Mode, NetRule, NetworkPolicy, Peer, PortSpec, Protocol,
+    Selector, Source,
 };
 
 const EXAMPLE: &str = include_str!("../testdata/example.yaml");
@@ -46,12 +46,12 @@ fn only_error(text: &str) -> (usize, String, String) {
     (e.line, e.field, e.message)
 }
 
-/// A NetworkPolicy whose header takes lines 1-4, so `egress` rules start on line 5.
+/// A `NetworkPolicy` whose header takes lines 1-4, so `egress` rules start on line 5.
 fn net(egress: &str) -> String {
     format!("kind: NetworkPolicy\nname: web\nsubject: app=web\negress:\n{egress}")
 }
 
-/// A FilePolicy whose header takes lines 1-4, so rules start on line 5.
+/// A `FilePolicy` whose header takes lines 1-4, so rules start on line 5.
 fn files(rules: &str) -> String {
     format!("kind: FilePolicy\nname: fs\nsubject: app=web\nrules:\n{rules}")
 }
@@ -64,7 +64,12 @@ fn the_example_parses_to_the_model() {
         mode: Mode::Enforce,
         subject: sel("app=web"),
         egress: Some(vec![
-            NetRule { peer: Peer::Selector(sel("app=db")), ports: vec![tcp(5432)], action: Action::Allow, source: src(6) },
+            NetRule {
+                peer: Peer::Selector(sel("app=db")),
+                ports: vec![tcp(5432)],
+                action: Action::Allow,
+                source: src(6),
+            },
             NetRule {
                 peer: Peer::Cidrs(vec![cidr("169.254.169.254/32")]),
                 ports: vec![],
@@ -73,8 +78,18 @@ fn the_example_parses_to_the_model() {
             },
         ]),
         ingress: Some(vec![
-            NetRule { peer: Peer::Selector(sel("app=web")), ports: vec![tcp(5432)], action: Action::Allow, source: src(11) },
-            NetRule { peer: Peer::Cidrs(vec![cidr("10.0.0.0/8")]), ports: vec![], action: Action::Allow, source: src(13) },
+            NetRule {
+                peer: Peer::Selector(sel("app=web")),
+                ports: vec![tcp(5432)],
+                action: Action::Allow,
+                source: src(11),
+            },
+            NetRule {
+                peer: Peer::Cidrs(vec![cidr("10.0.0.0/8")]),
+                ports: vec![],
+                action: Action::Allow,
+                source: src(13),
+            },
         ]),
         source: src(1),
     });
@@ -95,7 +110,12 @@ fn the_example_parses_to_the_model() {
                 action: Action::Allow,
                 source: src(21),
             },
-            FileRule { paths: vec!["/etc/shadow".to_owned()], access: vec![], action: Action::Deny, source: src(23) },
+            FileRule {
+                paths: vec!["/etc/shadow".to_owned()],
+                access: vec![],
+                action: Action::Deny,
+                source: src(23),
+            },
         ],
         source: src(15),
     });
@@ -122,11 +142,14 @@ ingress:
     assert_eq!(p.egress, Some(vec![]));
     let ingress = p.ingress.as_deref().expect("ingress");
     assert_eq!(ingress[0].peer, Peer::Any);
-    assert_eq!(ingress[0].ports, vec![
-        PortSpec { proto: Protocol::Udp, lo: 53, hi: 53 },
-        PortSpec { proto: Protocol::Tcp, lo: 8000, hi: 8080 },
-        PortSpec { proto: Protocol::Tcp, lo: 1, hi: 65535 },
-    ]);
+    assert_eq!(
+        ingress[0].ports,
+        vec![
+            PortSpec { proto: Protocol::Udp, lo: 53, hi: 53 },
+            PortSpec { proto: Protocol::Tcp, lo: 8000, hi: 8080 },
+            PortSpec { proto: Protocol::Tcp, lo: 1, hi: 65535 },
+        ]
+    );
     assert_eq!(ingress[0].source.line, 9);
 }
 
@@ -142,14 +165,29 @@ fn port_out_of_range_reports_its_line() {
 fn each_error_kind_has_its_line_and_field() {
     let cases: Vec<(String, usize, &str, &str)> = vec![
         // Unknown keys, top level and in a rule, with a hint for a miscased one.
-        ("kind: NetworkPolicy\nname: web\nsubject: app=web\nsubjects: x\negress: []\n".to_owned(), 4, "subjects", "unknown key `subjects`"),
+        (
+            "kind: NetworkPolicy\nname: web\nsubject: app=web\nsubjects: x\negress: []\n".to_owned(),
+            4,
+            "subjects",
+            "unknown key `subjects`",
+        ),
         (net("  - to: app=db\n    port: [tcp/1]\n"), 6, "egress[0].port", "unknown key `port`"),
         (net("  - toCidr: [10.0.0.0/8]\n"), 5, "egress[0].toCidr", "did you mean `toCIDR`?"),
         (net("  - from: app=db\n"), 5, "egress[0].from", "belongs in ingress rules"),
         // Values.
         (net("  - to: \"app=db env=prod\"\n"), 5, "egress[0].to", "invalid selector: expected `,`"),
-        (net("  - toCIDR:\n      - 10.0.0.0/8\n      - 10.0.0.0/33\n"), 7, "egress[0].toCIDR[1]", "prefix length \"33\""),
-        (net("  - toCIDR: [10.0.0.1/8]\n"), 5, "egress[0].toCIDR[0]", "10.0.0.1/8 has host bits set; did you mean 10.0.0.0/8?"),
+        (
+            net("  - toCIDR:\n      - 10.0.0.0/8\n      - 10.0.0.0/33\n"),
+            7,
+            "egress[0].toCIDR[1]",
+            "prefix length \"33\"",
+        ),
+        (
+            net("  - toCIDR: [10.0.0.1/8]\n"),
+            5,
+            "egress[0].toCIDR[0]",
+            "10.0.0.1/8 has host bits set; did you mean 10.0.0.0/8?",
+        ),
         (net("  - ports: [tcp/2000-1000]\n"), 5, "egress[0].ports[0]", "port range 2000-1000 is reversed"),
         (net("  - ports:\n    - sctp/9\n"), 6, "egress[0].ports[0]", "unknown protocol \"sctp\""),
         (net("  - ports: []\n"), 5, "egress[0].ports", "empty list would mean every port"),
@@ -157,23 +195,58 @@ fn each_error_kind_has_its_line_and_field() {
         (net("  - to: app=db\n    toCIDR: [10.0.0.0/8]\n"), 6, "egress[0].toCIDR", "cannot be used together"),
         (files("  - paths: [etc/passwd]\n"), 5, "rules[0].paths[0]", "is not absolute"),
         (files("  - paths: [/a/../etc/shadow]\n"), 5, "rules[0].paths[0]", "`..` component"),
-        (files("  - paths: [/etc/]\n    access: [read, append]\n"), 6, "rules[0].access[1]", "unknown access \"append\""),
+        (
+            files("  - paths: [/etc/]\n    access: [read, append]\n"),
+            6,
+            "rules[0].access[1]",
+            "unknown access \"append\"",
+        ),
         (files("  - access: [read]\n"), 5, "rules[0].paths", "missing"),
         // The document.
         ("kind: NetworkPolicy\nname: web\negress: []\n".to_owned(), 1, "subject", "missing"),
         ("kind: NetworkPolicy\nsubject: a\negress: []\n".to_owned(), 1, "name", "missing"),
         ("name: web\nsubject: a\negress: []\n".to_owned(), 1, "kind", "missing"),
-        ("kind: NetworkPolicy\nname: Web_1\nsubject: a\negress: []\n".to_owned(), 2, "name", "not a valid name"),
+        (
+            "kind: NetworkPolicy\nname: Web_1\nsubject: a\negress: []\n".to_owned(),
+            2,
+            "name",
+            "not a valid name",
+        ),
         ("\nkind: HostPolicy\nname: web\nsubject: a\n".to_owned(), 2, "kind", "unknown kind \"HostPolicy\""),
-        ("kind: NetworkPolicy\nname: web\nsubject: a\nmode: warn\negress: []\n".to_owned(), 4, "mode", "unknown mode"),
-        ("kind: NetworkPolicy\nname: web\nsubject: a\n".to_owned(), 1, "document", "needs `egress`, `ingress` or both"),
-        ("kind: NetworkPolicy\nname: web\nsubject: a\negress:\n".to_owned(), 4, "egress", "expected a list, found nothing"),
-        ("kind: FilePolicy\nname: web\nsubject: a\nrules: []\nname: web2\n".to_owned(), 5, "name", "duplicate key `name` (first at line 2)"),
+        (
+            "kind: NetworkPolicy\nname: web\nsubject: a\nmode: warn\negress: []\n".to_owned(),
+            4,
+            "mode",
+            "unknown mode",
+        ),
+        (
+            "kind: NetworkPolicy\nname: web\nsubject: a\n".to_owned(),
+            1,
+            "document",
+            "needs `egress`, `ingress` or both",
+        ),
+        (
+            "kind: NetworkPolicy\nname: web\nsubject: a\negress:\n".to_owned(),
+            4,
+            "egress",
+            "expected a list, found nothing",
+        ),
+        (
+            "kind: FilePolicy\nname: web\nsubject: a\nrules: []\nname: web2\n".to_owned(),
+            5,
+            "name",
+            "duplicate key `name` (first at line 2)",
+        ),
         ("- a\n- b\n".to_owned(), 1, "document", "expected a mapping, found a list"),
         // YAML features a policy has no use for, and broken YAML.
         (net("  - to: &peer app=db\n  - to: *peer\n"), 5, "document", "anchors"),
         ("kind: !!str NetworkPolicy\nname: web\nsubject: a\negress: []\n".to_owned(), 1, "document", "tags"),
-        ("kind: NetworkPolicy\nname: web\nsubject: [a\negress: []\n".to_owned(), 4, "document", "invalid YAML"),
+        (
+            "kind: NetworkPolicy\nname: web\nsubject: [a\negress: []\n".to_owned(),
+            4,
+            "document",
+            "invalid YAML",
+        ),
     ];
     for (text, line, field, says) in cases {
         let errors = errors(&text);
@@ -195,17 +268,24 @@ fn aliases_are_refused_without_follow_on_errors() {
 fn every_error_is_collected() {
     let text = net("  - to: \"a b\"\n    ports: [tcp/0, udp/70000]\n    color: red\n");
     let fields: Vec<_> = errors(&text).into_iter().map(|e| (e.line, e.field)).collect();
-    assert_eq!(fields, [
-        (5, "egress[0].to".to_owned()),
-        (6, "egress[0].ports[0]".to_owned()),
-        (6, "egress[0].ports[1]".to_owned()),
-        (7, "egress[0].color".to_owned()),
-    ]);
+    assert_eq!(
+        fields,
+        [
+            (5, "egress[0].to".to_owned()),
+            (6, "egress[0].ports[0]".to_owned()),
+            (6, "egress[0].ports[1]".to_owned()),
+            (7, "egress[0].color".to_owned()),
+        ]
+    );
 }
 
 #[test]
 fn third_document_errors_report_file_lines() {
-    let text = format!("{}\n---\n# comment\n---\n{}", EXAMPLE.trim_end(), files("  - paths: [/ok/]\n  - paths: [relative]\n"));
+    let text = format!(
+        "{}\n---\n# comment\n---\n{}",
+        EXAMPLE.trim_end(),
+        files("  - paths: [/ok/]\n  - paths: [relative]\n")
+    );
     // EXAMPLE has 24 lines, then `---`, `# comment`, `---`: the third document starts on 28.
     let (line, field, message) = only_error(&text);
     assert_eq!((line, field.as_str()), (33, "rules[1].paths[0]"), "{message}");
@@ -224,8 +304,11 @@ fn duplicate_names_name_both_places() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (a, b) = (dir.path().join("a.yaml"), dir.path().join("b.yml"));
     std::fs::write(&a, EXAMPLE).expect("write");
-    std::fs::write(&b, format!("# web again\n{}", net("  - to: a\n").replace("name: web", "name: web-egress")))
-        .expect("write");
+    std::fs::write(
+        &b,
+        format!("# web again\n{}", net("  - to: a\n").replace("name: web", "name: web-egress")),
+    )
+    .expect("write");
     let errors = parse_files(&[a.clone(), b.clone()]).expect_err("duplicate");
     assert_eq!(errors.len(), 1, "{errors:#?}");
     assert_eq!((errors[0].file.as_path(), errors[0].line), (b.as_path(), 3));
@@ -237,7 +320,8 @@ fn duplicate_names_name_both_places() {
 fn files_and_directories() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("b.yaml"), EXAMPLE).expect("write");
-    std::fs::write(dir.path().join("a.yml"), files("  - paths: [/a/]\n").replace("name: fs", "name: a")).expect("write");
+    std::fs::write(dir.path().join("a.yml"), files("  - paths: [/a/]\n").replace("name: fs", "name: a"))
+        .expect("write");
     std::fs::write(dir.path().join("notes.txt"), "not a policy").expect("write");
     std::fs::create_dir(dir.path().join("sub.yaml")).expect("mkdir");
     let names: Vec<_> = load_dir(dir.path())

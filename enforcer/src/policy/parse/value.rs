@@ -154,7 +154,9 @@ pub(super) fn path(text: &str) -> Result<String, String> {
         match component {
             ".." => return Err(format!("{text:?} has a `..` component; write the path it leads to")),
             "." => return Err(format!("{text:?} has a `.` component; the kernel never reports one")),
-            "" => return Err(format!("{text:?} has an empty component (`//`); the kernel never reports one")),
+            "" => {
+                return Err(format!("{text:?} has an empty component (`//`); the kernel never reports one"));
+            }
             _ => {}
         }
     }
@@ -201,7 +203,9 @@ mod tests {
             "10.0.0.1/8 has host bits set; did you mean 10.0.0.0/8?"
         );
         assert!(cidr("fd00::1/8").expect_err("host bits").contains("did you mean fd00::/8?"));
-        for bad in ["10.0.0.0/33", "fd00::/129", "10.0.0.0/-1", "10.0.0.0/+8", "10.0.0/8", "10.0.0.1", "x", "/8"] {
+        for bad in
+            ["10.0.0.0/33", "fd00::/129", "10.0.0.0/-1", "10.0.0.0/+8", "10.0.0/8", "10.0.0.1", "x", "/8"]
+        {
             assert!(cidr(bad).is_err(), "{bad}");
         }
     }

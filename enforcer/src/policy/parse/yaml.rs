@@ -63,7 +63,8 @@ pub(super) fn documents(text: &str) -> (Vec<Node>, Vec<Issue>) {
         let (event, span) = match event {
             Ok(e) => e,
             Err(e) => {
-                issues.push(Issue { line: e.marker().line(), message: format!("invalid YAML: {}", e.info()) });
+                issues
+                    .push(Issue { line: e.marker().line(), message: format!("invalid YAML: {}", e.info()) });
                 break;
             }
         };
@@ -75,7 +76,8 @@ pub(super) fn documents(text: &str) -> (Vec<Node>, Vec<Issue>) {
             _ => (0, false),
         };
         if anchor != 0 {
-            issues.push(Issue { line, message: "anchors (`&name`) are not supported in policies".to_owned() });
+            issues
+                .push(Issue { line, message: "anchors (`&name`) are not supported in policies".to_owned() });
         }
         if tag {
             issues.push(Issue { line, message: "tags (`!tag`) are not supported in policies".to_owned() });
@@ -113,7 +115,10 @@ pub(super) fn documents(text: &str) -> (Vec<Node>, Vec<Issue>) {
                 value: Value::Scalar { text: text.into_owned(), plain: style == ScalarStyle::Plain },
             },
             Event::Alias(_) => {
-                issues.push(Issue { line, message: "aliases (`*name`) are not supported in policies".to_owned() });
+                issues.push(Issue {
+                    line,
+                    message: "aliases (`*name`) are not supported in policies".to_owned(),
+                });
                 Node { line, value: Value::Rejected }
             }
             Event::Nothing | Event::StreamStart | Event::StreamEnd => continue,
