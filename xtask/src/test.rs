@@ -26,7 +26,7 @@ pub enum Tiers {
 }
 
 /// Integration test targets that run on the host kernel. `lsm` needs BPF LSM: VM only.
-pub const HOST_TESTS: [&str; 5] = ["net", "agent", "identity", "runtime_facts", "policy"];
+pub const HOST_TESTS: [&str; 6] = ["net", "agent", "identity", "runtime_facts", "policy", "netns"];
 
 /// Results of one tier.
 #[derive(Default)]

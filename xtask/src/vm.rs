@@ -4,6 +4,7 @@
 //! back here and tallied like the host tiers.
 
 use std::{
+    fmt::Write as _,
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -28,6 +29,12 @@ struct Binaries {
     probe: PathBuf,
     enforcer: PathBuf,
 }
+
+/// Kernel modules the tests need that the Debian cloud kernel builds as modules (`veth` and
+/// `bridge` for the simulated hosts of `tests/src/netns.rs`), in load order: each one's
+/// `depends=` (from its `.modinfo`; the package ships no `modules.dep`) must come before it,
+/// which [`stage_modules`] checks.
+const MODULES: [&str; 4] = ["net/llc/llc", "net/802/stp", "net/bridge/bridge", "drivers/net/veth"];
 
 const STATIC_RUSTFLAGS: &str = "-C target-feature=+crt-static -C debuginfo=0";
 
@@ -73,6 +80,12 @@ fn build_static() -> anyhow::Result<Binaries> {
 }
 
 fn init_script(ci: bool) -> String {
+    // A module that does not load is a marker line the host counts as a failure.
+    let mut insmod = String::new();
+    for m in MODULES {
+        let name = module_name(m);
+        let _ = writeln!(insmod, "insmod /lib/modules/{name}.ko || echo \"{MARK} module-failed {name}\"");
+    }
     format!(
         r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -84,7 +97,7 @@ mount -t securityfs securityfs /sys/kernel/security
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t bpf bpf /sys/fs/bpf
 mount -t tmpfs tmpfs /tmp
-ip link set lo up
+{insmod}ip link set lo up
 export ENFORCER_TIER=vm ENFORCER_PROBE=/bin/enforcer-probe ENFORCER_BIN=/bin/enforcer HOME=/root RUST_BACKTRACE=1 {ci}
 echo "{MARK} kernel $(uname -r) lsm $(cat /sys/kernel/security/lsm)"
 for t in /tests/*; do
@@ -99,9 +112,38 @@ poweroff -f
     )
 }
 
-fn stage(bins: &Binaries, dir: &Path) -> anyhow::Result<PathBuf> {
+fn module_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Decompresses [`MODULES`] from the kernel package into `dest` (with busybox's `unxz`, which
+/// the VM needs anyway), checking that each one's dependencies come before it.
+fn stage_modules(kernel: &VmKernel, dest: &Path) -> anyhow::Result<()> {
+    let pkg = kernel.vmlinuz.parent().and_then(Path::parent).context("kernel package directory")?;
+    let tree = pkg.join("lib/modules").join(&kernel.release).join("kernel");
+    for (i, m) in MODULES.iter().enumerate() {
+        let src = tree.join(format!("{m}.ko.xz"));
+        let ko = dest.join(format!("{}.ko", module_name(m)));
+        let out = std::fs::File::create(&ko)?;
+        status(Command::new("/bin/busybox").arg("unxz").arg("-c").arg(&src).stdout(out))
+            .with_context(|| format!("decompressing {}", src.display()))?;
+        let bytes = std::fs::read(&ko)?;
+        let depends = bytes
+            .split(|&b| b == 0)
+            .find_map(|s| s.strip_prefix(b"depends="))
+            .with_context(|| format!("{} has no depends= in its .modinfo", src.display()))?;
+        for dep in String::from_utf8_lossy(depends).split(',').filter(|d| !d.is_empty()) {
+            if !MODULES[..i].iter().any(|earlier| module_name(earlier) == dep) {
+                bail!("kernel module {m} depends on {dep}, which MODULES does not load before it");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn stage(bins: &Binaries, kernel: &VmKernel, dir: &Path) -> anyhow::Result<PathBuf> {
     let _ = std::fs::remove_dir_all(dir);
-    for d in ["bin", "tests", "proc", "sys", "dev", "tmp", "root", "run", "etc"] {
+    for d in ["bin", "tests", "proc", "sys", "dev", "tmp", "root", "run", "etc", "lib/modules"] {
         std::fs::create_dir_all(dir.join(d))?;
     }
     std::fs::copy("/bin/busybox", dir.join("bin/busybox")).context("copying /bin/busybox (busybox-static)")?;
@@ -110,6 +152,7 @@ fn stage(bins: &Binaries, dir: &Path) -> anyhow::Result<PathBuf> {
     for (name, exe) in &bins.tests {
         std::fs::copy(exe, dir.join("tests").join(name))?;
     }
+    stage_modules(kernel, &dir.join("lib/modules"))?;
     let init = dir.join("init");
     std::fs::write(&init, init_script(std::env::var("CI").is_ok_and(|v| v == "true")))?;
     std::fs::set_permissions(&init, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
@@ -151,6 +194,8 @@ fn boot(kernel: &VmKernel, initrd: &Path, tally: &mut Tally) -> anyhow::Result<(
                     if code != "0" && tally.failed == failed_before {
                         tally.broken(format!("{binary} exited {code} without a failing test (crash?)"));
                     }
+                } else if let Some(module) = rest.strip_prefix("module-failed ") {
+                    tally.broken(format!("the VM could not load kernel module {module}"));
                 } else if rest == "done" {
                     done = true;
                 }
@@ -170,7 +215,7 @@ fn boot(kernel: &VmKernel, initrd: &Path, tally: &mut Tally) -> anyhow::Result<(
 pub fn run(kernel: &VmKernel) -> Tally {
     let mut tally = Tally::new(format!("vm (linux {})", kernel.release));
     let result = build_static().and_then(|bins| {
-        let initrd = stage(&bins, &root().join("target/vm/initramfs"))?;
+        let initrd = stage(&bins, kernel, &root().join("target/vm/initramfs"))?;
         boot(kernel, &initrd, &mut tally)
     });
     if let Err(e) = result {
