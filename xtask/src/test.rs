@@ -1,7 +1,7 @@
 //! `cargo xtask test`: the three tiers and one summary.
 //!
 //! - unit: `cargo test` on every crate except the integration tests;
-//! - host: the privileged integration tests on this kernel (`tests/tests/{net,agent}.rs`);
+//! - host: the privileged integration tests on this kernel ([`HOST_TESTS`]);
 //! - vm: every integration test, built static, run under QEMU on the test kernel.
 //!
 //! The last line printed is `N passed, N failed`. Under `CI=true` a tier that cannot run
@@ -26,7 +26,7 @@ pub enum Tiers {
 }
 
 /// Integration test targets that run on the host kernel. `lsm` needs BPF LSM: VM only.
-pub const HOST_TESTS: [&str; 6] = ["net", "agent", "identity", "runtime_facts", "policy", "netns"];
+pub const HOST_TESTS: [&str; 7] = ["net", "agent", "identity", "runtime_facts", "policy", "netns", "netpolicy"];
 
 /// Results of one tier.
 #[derive(Default)]
