@@ -22,6 +22,23 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
 }
 
+/// Polls `f` every 5 ms until it holds or `limit` passes; returns how long it took.
+pub fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
+/// Whether `f` comes to hold within `limit` (polled every 5 ms).
+pub fn eventually(limit: Duration, f: impl FnMut() -> bool) -> bool {
+    wait_for(limit, f).is_some()
+}
+
 /// Whether the tests run inside the VM tier.
 #[must_use]
 pub fn in_vm() -> bool {

@@ -10,6 +10,7 @@ use std::{
 
 use enforcer_common::Workload;
 use enforcer_tests::{
+    wait_for,
     AgentProcess, TestCgroup, TestPins, can_run, cgroup_id, enforcer, privileged_unavailable, spawn_probe,
 };
 
@@ -19,18 +20,6 @@ fn kernel_workloads(pins: &TestPins) -> aya::maps::HashMap<aya::maps::MapData, u
     let data = aya::maps::MapData::from_pin(pins.path().join("maps/ENF_WORKLOADS")).expect("pinned workload map");
     let map = aya::maps::Map::from_map_data(data).expect("map");
     aya::maps::HashMap::try_from(map).expect("hash map")
-}
-
-/// Polls `f` every 5 ms until it is true or `limit` passes; returns how long it took.
-fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    None
 }
 
 fn which(prog: &str) -> PathBuf {

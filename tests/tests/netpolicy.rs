@@ -3,9 +3,10 @@
 //! allowed, denied by a deny rule, denied by allow-list mode, allowed by CIDR, ingress dropped
 //! from an unenrolled source, and UDP replies passing both ways. Runs on the host and in the VM.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use enforcer_tests::{
+    eventually,
     AgentProcess, Outcome, TestCgroup, TestPins, can_run,
     netns::{TestNet, listen_in, probe_in, spawn_probe_in},
     privileged_unavailable,
@@ -34,17 +35,6 @@ ingress:
   - from: "app=web"
     ports: ["tcp/5432", "tcp/22", "udp/5353"]
 "#;
-
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
 
 #[test]
 fn workloads_select_each_other_by_tags_across_hosts() {

@@ -3,9 +3,10 @@
 //! Runs on the host and in the VM. (Workload-to-workload selection across simulated hosts is in
 //! `netpolicy.rs`.)
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use enforcer_tests::{AgentProcess, Outcome, TcpServer, TestCgroup, TestPins, can_run, privileged_unavailable, probe};
+use enforcer_tests::{
+    eventually,AgentProcess, Outcome, TcpServer, TestCgroup, TestPins, can_run, privileged_unavailable, probe};
 
 const WEB: &str = "[[workload]]\ncgroup = \"web\"\nlabels = { app = \"web\" }\n";
 
@@ -13,17 +14,6 @@ fn policy(allowed: u16, denied: u16, mode: &str) -> String {
     format!(
         "kind: NetworkPolicy\nname: web-egress\nmode: {mode}\nsubject: \"app=web\"\negress:\n  - toCIDR: [\"127.0.0.1/32\"]\n    ports: [\"tcp/{allowed}\"]\n  - toCIDR: [\"127.0.0.0/8\"]\n    ports: [\"tcp/{denied}\"]\n    action: deny\n"
     )
-}
-
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
 
 fn flows(agent: &AgentProcess) -> Vec<serde_json::Value> {

@@ -5,10 +5,11 @@
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::TcpListener,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use enforcer_tests::{AgentProcess, TestCgroup, TestPins, can_run, privileged_unavailable};
+use enforcer_tests::{
+    eventually,AgentProcess, TestCgroup, TestPins, can_run, privileged_unavailable};
 
 /// A real identity document and its signature, produced by AWS IMDS in us-west-2.
 const DOCUMENT: &str = include_str!("../../enforcer/src/identity/aws/testdata/aws-us-west-2.json");
@@ -65,17 +66,6 @@ fn tags_of(agent: &AgentProcess, name: &str) -> serde_json::Value {
     let (_, out, _) = agent.cli(&["workloads", "-o", "json"]);
     let all: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
     all.as_array().and_then(|a| a.iter().find(|w| w["name"] == name)).map(|w| w["tags"].clone()).unwrap_or_default()
-}
-
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }
 
 #[test]
