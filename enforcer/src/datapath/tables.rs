@@ -73,11 +73,28 @@ fn map_err(name: &'static str) -> impl Fn(MapError) -> DatapathError {
     move |source| DatapathError::Map { name, source }
 }
 
-/// What turns `old` into `new`: keys to remove, then entries to write.
-fn diff<'a, K: Ord, V: PartialEq>(old: &'a BTreeMap<K, V>, new: &'a BTreeMap<K, V>) -> (Vec<&'a K>, Vec<(&'a K, &'a V)>) {
-    let removals = old.keys().filter(|k| !new.contains_key(k)).collect();
-    let writes = new.iter().filter(|(k, v)| old.get(k) != Some(v)).collect();
-    (removals, writes)
+/// One change to a map.
+enum Op<'a, K, V> {
+    Remove(&'a K),
+    Put(&'a K, &'a V),
+}
+
+/// Turns `old` into `new` through `apply`: removals first, then the entries that changed.
+fn sync<K: Ord, V: PartialEq>(
+    old: &BTreeMap<K, V>,
+    new: &BTreeMap<K, V>,
+    stats: &mut ApplyStats,
+    mut apply: impl FnMut(Op<'_, K, V>) -> Result<(), DatapathError>,
+) -> Result<(), DatapathError> {
+    for k in old.keys().filter(|k| !new.contains_key(k)) {
+        apply(Op::Remove(k))?;
+        stats.removed += 1;
+    }
+    for (k, v) in new.iter().filter(|(k, v)| old.get(k) != Some(v)) {
+        apply(Op::Put(k, v))?;
+        stats.written += 1;
+    }
+    Ok(())
 }
 
 impl Tables {
@@ -139,33 +156,21 @@ impl Tables {
     }
 
     fn write(&mut self, g: u8, old: &Mirror, new: &Compiled, stats: &mut ApplyStats) -> Result<(), DatapathError> {
-        let (removals, writes) = diff(&old.exact, &new.exact);
-        for k in removals {
-            ignore_missing(self.rules.remove(&exact_key(k, g)), maps::NET_RULES)?;
-            stats.removed += 1;
-        }
-        for (k, v) in writes {
-            self.rules.insert(exact_key(k, g), *v, 0).map_err(map_err(maps::NET_RULES))?;
-            stats.written += 1;
-        }
-        let (removals, writes) = diff(&old.blocks, &new.blocks);
-        for k in removals {
-            ignore_missing(self.ranges.remove(&block_key(k, g)), maps::NET_RANGES)?;
-            stats.removed += 1;
-        }
-        for (k, v) in writes {
-            self.ranges.insert(&block_key(k, g), *v, 0).map_err(map_err(maps::NET_RANGES))?;
-            stats.written += 1;
-        }
-        let (removals, writes) = diff(&old.ipcache, &new.ipcache);
-        for k in removals {
-            ignore_missing(self.ipcache.remove(&ipcache_key(k, g)), maps::IPCACHE)?;
-            stats.removed += 1;
-        }
-        for (k, v) in writes {
-            self.ipcache.insert(&ipcache_key(k, g), *v, 0).map_err(map_err(maps::IPCACHE))?;
-            stats.written += 1;
-        }
+        let rules = &mut self.rules;
+        sync(&old.exact, &new.exact, stats, |op| match op {
+            Op::Remove(k) => ignore_missing(rules.remove(&exact_key(k, g)), maps::NET_RULES),
+            Op::Put(k, v) => rules.insert(exact_key(k, g), *v, 0).map_err(map_err(maps::NET_RULES)),
+        })?;
+        let ranges = &mut self.ranges;
+        sync(&old.blocks, &new.blocks, stats, |op| match op {
+            Op::Remove(k) => ignore_missing(ranges.remove(&block_key(k, g)), maps::NET_RANGES),
+            Op::Put(k, v) => ranges.insert(&block_key(k, g), *v, 0).map_err(map_err(maps::NET_RANGES)),
+        })?;
+        let ipcache = &mut self.ipcache;
+        sync(&old.ipcache, &new.ipcache, stats, |op| match op {
+            Op::Remove(k) => ignore_missing(ipcache.remove(&ipcache_key(k, g)), maps::IPCACHE),
+            Op::Put(k, v) => ipcache.insert(&ipcache_key(k, g), *v, 0).map_err(map_err(maps::IPCACHE)),
+        })?;
         Ok(())
     }
 }
