@@ -64,39 +64,44 @@ pub(super) fn all(ebpf: &mut Ebpf, cgroup: BorrowedFd<'_>, layout: &bpffs::Layou
     points
 }
 
-fn cgroup_program(ebpf: &mut Ebpf, name: &str, cgroup: BorrowedFd<'_>, layout: &bpffs::Layout) -> Result<(), String> {
-    let prog: &mut CgroupSockAddr = ebpf
+/// The program `name` of type `P`, loaded with `load`.
+fn program<'a, P>(ebpf: &'a mut Ebpf, name: &str, load: impl FnOnce(&mut P) -> Result<(), aya::programs::ProgramError>) -> Result<&'a mut P, String>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let prog: &mut P = ebpf
         .program_mut(name)
         .ok_or_else(|| format!("program {name} missing from the object"))?
         .try_into()
         .map_err(|e| format!("{e}"))?;
-    prog.load().map_err(|e| format!("load: {}", chain(&e)))?;
-    let id = // A bpf_link on a cgroup always coexists with other links (multi-attach); the kernel
-    // refuses attach flags for links, hence `Single` (no flags) here.
-    prog.attach(cgroup, CgroupAttachMode::Single).map_err(|e| format!("attach: {}", chain(&e)))?;
-    let link: FdLink = prog
-        .take_link(id)
-        .map_err(|e| format!("{e}"))?
-        .try_into()
-        .map_err(|e| format!("link is not a bpf_link (kernel < 5.7?): {e}"))?;
+    load(prog).map_err(|e| format!("load: {}", chain(&e)))?;
+    Ok(prog)
+}
+
+/// A cgroup link as an owned `bpf_link`, which is what can be pinned.
+fn fd_link<L>(link: Result<L, aya::programs::ProgramError>) -> Result<FdLink, String>
+where
+    FdLink: TryFrom<L, Error = aya::programs::links::LinkError>,
+{
+    link.map_err(|e| format!("{e}"))?.try_into().map_err(|e| format!("link is not a bpf_link (kernel < 5.7?): {e}"))
+}
+
+// A bpf_link on a cgroup always coexists with other links (multi-attach); the kernel refuses
+// attach flags for links, hence `Single` (no flags) below.
+
+fn cgroup_program(ebpf: &mut Ebpf, name: &str, cgroup: BorrowedFd<'_>, layout: &bpffs::Layout) -> Result<(), String> {
+    let prog = program::<CgroupSockAddr>(ebpf, name, CgroupSockAddr::load)?;
+    let id = prog.attach(cgroup, CgroupAttachMode::Single).map_err(|e| format!("attach: {}", chain(&e)))?;
+    let link = fd_link(prog.take_link(id))?;
     pin(prog, link, name, layout)
 }
 
 fn skb_program(ebpf: &mut Ebpf, name: &str, cgroup: BorrowedFd<'_>, layout: &bpffs::Layout) -> Result<(), String> {
-    let prog: &mut CgroupSkb = ebpf
-        .program_mut(name)
-        .ok_or_else(|| format!("program {name} missing from the object"))?
-        .try_into()
-        .map_err(|e| format!("{e}"))?;
-    prog.load().map_err(|e| format!("load: {}", chain(&e)))?;
+    let prog = program::<CgroupSkb>(ebpf, name, CgroupSkb::load)?;
     let id = prog
         .attach(cgroup, CgroupSkbAttachType::Ingress, CgroupAttachMode::Single)
         .map_err(|e| format!("attach: {}", chain(&e)))?;
-    let link: FdLink = prog
-        .take_link(id)
-        .map_err(|e| format!("{e}"))?
-        .try_into()
-        .map_err(|e| format!("link is not a bpf_link (kernel < 5.7?): {e}"))?;
+    let link = fd_link(prog.take_link(id))?;
     pin(prog, link, name, layout)
 }
 
