@@ -16,6 +16,7 @@
 //! (`FIRST_CIDR + n`, in sorted order). A CIDR rule matches the CIDR identities inside its
 //! prefix and the endpoints with an address inside it.
 
+pub mod files;
 mod ports;
 #[cfg(test)]
 mod tests;
