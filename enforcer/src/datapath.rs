@@ -5,6 +5,7 @@
 //! process; a new agent reuses the pinned maps and swaps in its links over the old ones.
 
 mod attach;
+pub mod btf;
 pub mod bpffs;
 pub mod probe;
 pub mod tables;
