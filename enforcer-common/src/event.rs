@@ -79,5 +79,7 @@ pub const ACCESS_EXEC: u8 = 4;
 pub struct FileEvent {
     /// Common part, `kind == KIND_FILE`; `detail` holds the `ACCESS_*` bits requested.
     pub header: EventHeader,
+    /// The path, NUL-terminated (empty when it could not be resolved).
+    pub path: [u8; crate::file::FILE_PATH_LEN],
 }
-const _: () = assert!(core::mem::size_of::<FileEvent>() == 56);
+const _: () = assert!(core::mem::size_of::<FileEvent>() == 56 + 248);

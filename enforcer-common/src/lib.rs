@@ -6,6 +6,7 @@
 #![no_std]
 
 pub mod event;
+pub mod file;
 pub mod identity;
 pub mod maps;
 pub mod net;
@@ -13,6 +14,7 @@ pub mod verdict;
 pub mod workload;
 
 pub use event::{EventHeader, FileEvent, NetEvent};
+pub use file::{FileKey, FileValue};
 pub use identity::Identity;
 pub use net::{FlowKey, IpcacheKey, NetRuleKey, NetRuleValue, RangeKey};
 pub use verdict::Verdict;
@@ -25,7 +27,7 @@ mod pod {
     //! SAFETY (for every impl below): each type is `#[repr(C)]`, `Copy`, contains only integers
     //! and integer arrays, has explicit padding fields and no implicit padding (checked by the
     //! `size_of` assertions next to each type), so every bit pattern is a valid value.
-    use super::{AgentConfig, FileEvent, FlowKey, IpcacheKey, NetEvent, NetRuleKey, NetRuleValue, RangeKey, Workload};
+    use super::{AgentConfig, FileEvent, FileKey, FileValue, FlowKey, IpcacheKey, NetEvent, NetRuleKey, NetRuleValue, RangeKey, Workload};
 
     unsafe impl aya::Pod for Workload {}
     unsafe impl aya::Pod for AgentConfig {}
@@ -34,6 +36,8 @@ mod pod {
     unsafe impl aya::Pod for IpcacheKey {}
     unsafe impl aya::Pod for RangeKey {}
     unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for FileKey {}
+    unsafe impl aya::Pod for FileValue {}
     unsafe impl aya::Pod for NetEvent {}
     unsafe impl aya::Pod for FileEvent {}
 }

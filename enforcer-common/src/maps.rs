@@ -25,6 +25,14 @@ pub const UDP_FLOWS: &str = "ENF_UDP_FLOWS";
 /// Capacity of [`UDP_FLOWS`].
 pub const UDP_FLOWS_MAX: u32 = 65_536;
 
+/// LPM trie [`crate::FileKey`] → [`crate::FileValue`].
+pub const FILE_RULES: &str = "ENF_FILE_RULES";
+/// Capacity of [`FILE_RULES`].
+pub const FILE_RULES_MAX: u32 = 65_536;
+
+/// One-element per-CPU array: scratch space for building a [`crate::FileKey`].
+pub const FILE_SCRATCH: &str = "ENF_FILE_SCR";
+
 /// LPM trie [`crate::IpcacheKey`] → remote identity (`u32`).
 pub const IPCACHE: &str = "ENF_IPCACHE";
 /// Capacity of [`IPCACHE`].

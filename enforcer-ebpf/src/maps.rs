@@ -9,8 +9,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use enforcer_common::{
-    AgentConfig, FlowKey, IpcacheKey, NetRuleKey, NetRuleValue, RangeKey, Workload,
-    maps::{COUNTERS_LEN, EVENTS_BYTES, IPCACHE_MAX, NET_RANGES_MAX, NET_RULES_MAX, UDP_FLOWS_MAX, WORKLOADS_MAX},
+    AgentConfig, FileKey, FileValue, FlowKey, IpcacheKey, NetRuleKey, NetRuleValue, RangeKey, Workload,
+    maps::{COUNTERS_LEN, EVENTS_BYTES, FILE_RULES_MAX, IPCACHE_MAX, NET_RANGES_MAX, NET_RULES_MAX, UDP_FLOWS_MAX, WORKLOADS_MAX},
 };
 
 #[map(name = "ENF_WORKLOADS")]
@@ -24,6 +24,13 @@ pub static NET_RULES: HashMap<NetRuleKey, NetRuleValue> = HashMap::pinned(NET_RU
 
 #[map(name = "ENF_NET_RANGES")]
 pub static NET_RANGES: LpmTrie<RangeKey, NetRuleValue> = LpmTrie::pinned(NET_RANGES_MAX, 0);
+
+#[map(name = "ENF_FILE_RULES")]
+pub static FILE_RULES: LpmTrie<FileKey, FileValue> = LpmTrie::pinned(FILE_RULES_MAX, 0);
+
+/// Not pinned: scratch space only.
+#[map(name = "ENF_FILE_SCR")]
+pub static FILE_SCRATCH: PerCpuArray<aya_ebpf::maps::lpm_trie::Key<FileKey>> = PerCpuArray::with_max_entries(1, 0);
 
 #[map(name = "ENF_IPCACHE")]
 pub static IPCACHE: LpmTrie<IpcacheKey, u32> = LpmTrie::pinned(IPCACHE_MAX, 0);

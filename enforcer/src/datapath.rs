@@ -31,7 +31,7 @@ pub use attach::EnforcementPoint;
 pub use tables::ApplyStats;
 use tables::Tables;
 
-use crate::policy::compile::Compiled;
+use crate::policy::compile::{Compiled, files::FileCompiled};
 
 /// The kernel object built from `enforcer-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/enforcer-ebpf"));
@@ -135,14 +135,24 @@ impl Datapath {
     pub fn open(opts: &Options) -> Result<Self, DatapathError> {
         let layout = bpffs::Layout::prepare(&opts.bpffs_dir)
             .map_err(|source| DatapathError::Bpffs { path: opts.bpffs_dir.clone(), source })?;
-        let mut ebpf = EbpfLoader::new().default_map_pin_directory(layout.maps()).load(OBJECT)?;
+        // The file program reaches into `struct file`: its member offsets come from the running
+        // kernel's BTF. Without them the file program is not attached (and says why).
+        let offsets = btf::kernel_member_offset("file", "f_path")
+            .and_then(|p| Ok((p, btf::kernel_member_offset("file", "f_mode")?)));
+        let (f_path, f_mode) = offsets.clone().unwrap_or((0, 0));
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(layout.maps())
+            .override_global("F_PATH_OFFSET", &f_path, true)
+            .override_global("F_MODE_OFFSET", &f_mode, true)
+            .load(OBJECT)?;
         let cgroup = std::fs::File::open(&opts.cgroup_root)
             .map_err(|source| DatapathError::Cgroup { path: opts.cgroup_root.clone(), source })?;
-        let points = attach::all(&mut ebpf, cgroup.as_fd(), &layout);
+        let points = attach::all(&mut ebpf, cgroup.as_fd(), &layout, offsets.err());
         let tables = Tables::adopt(
             take_map(&mut ebpf, maps::NET_RULES)?,
             take_map(&mut ebpf, maps::NET_RANGES)?,
             take_map(&mut ebpf, maps::IPCACHE)?,
+            take_map(&mut ebpf, maps::FILE_RULES)?,
         )?;
         Ok(Self {
             workloads: take_map(&mut ebpf, maps::WORKLOADS)?,
@@ -171,11 +181,11 @@ impl Datapath {
     ///
     /// # Errors
     /// When a map write fails; the previous state then stays in force.
-    pub fn apply(&mut self, compiled: &Compiled) -> Result<ApplyStats, DatapathError> {
+    pub fn apply(&mut self, compiled: &Compiled, files: &FileCompiled) -> Result<ApplyStats, DatapathError> {
         let mut cfg = self.agent_config()?;
         let next = (cfg.generation ^ 1) & 1;
         let mut stats = ApplyStats { generation: next, ..ApplyStats::default() };
-        self.tables.fill(next, compiled, &mut stats)?;
+        self.tables.fill(next, compiled, files, &mut stats)?;
         cfg.generation = next;
         self.config.set(0, cfg, 0).map_err(|source| DatapathError::Map { name: maps::CONFIG, source })?;
         Ok(stats)

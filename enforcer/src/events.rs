@@ -31,8 +31,9 @@ pub enum DecodeError {
     UnknownKind(u8),
 }
 
-/// A decoded kernel record.
+/// A decoded kernel record (short-lived: decoded, described, dropped).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[expect(clippy::large_enum_variant, reason = "records live for one decode; boxing would allocate per event")]
 pub enum Record {
     /// A network decision.
     Network(NetEvent),
@@ -125,17 +126,24 @@ pub enum Detail {
     },
     /// File fields.
     File {
+        /// The opened path.
+        path: String,
         /// Requested access: `read`, `write`, `exec`.
         access: Vec<&'static str>,
+        /// What decided, in words.
+        policy: Option<String>,
     },
 }
 
 impl Event {
     /// Fills in what only the agent knows: what decided and who the remote is.
     pub fn annotate(&mut self, decided_by: String, remote: Option<String>) {
-        if let Detail::Network { policy, remote_workload, .. } = &mut self.detail {
-            *policy = Some(decided_by);
-            *remote_workload = remote;
+        match &mut self.detail {
+            Detail::Network { policy, remote_workload, .. } => {
+                *policy = Some(decided_by);
+                *remote_workload = remote;
+            }
+            Detail::File { policy, .. } => *policy = Some(decided_by),
         }
     }
 }
@@ -211,6 +219,8 @@ pub fn describe(record: &Record, clock: &Clock, workload: Option<String>) -> Eve
             remote_workload: None,
         },
         Record::File(f) => Detail::File {
+            path: comm(&f.path),
+            policy: None,
             access: [(ACCESS_READ, "read"), (ACCESS_WRITE, "write"), (ACCESS_EXEC, "exec")]
                 .into_iter()
                 .filter(|(bit, _)| f.header.detail & bit != 0)

@@ -14,7 +14,10 @@ use tokio::{
 };
 
 use super::AgentError;
-use crate::{events, policy::compile::RuleInfo};
+use crate::{
+    events,
+    policy::compile::{RuleInfo, files::FileRuleInfo},
+};
 
 /// How many events `enforcer flows` can show without `--follow`.
 const KEPT: usize = 10_000;
@@ -27,8 +30,10 @@ pub struct Names {
     pub cgroups: HashMap<u64, String>,
     /// identity → workload name.
     pub identities: HashMap<u32, String>,
-    /// rule id `n` → `rules[n - 1]`.
+    /// Network rule id `n` → `rules[n - 1]`.
     pub rules: Vec<RuleInfo>,
+    /// File rule id `n` → `file_rules[n - 1]`.
+    pub file_rules: Vec<FileRuleInfo>,
 }
 
 /// Shared, updatable [`Names`].
@@ -97,9 +102,15 @@ pub(super) async fn read(ring: RingBuf<MapData>, names: SharedNames, log: Arc<Ev
                         let n = names.read().unwrap_or_else(std::sync::PoisonError::into_inner);
                         let h = record.header();
                         let mut e = events::describe(&record, &clock, n.cgroups.get(&h.cgroup_id).cloned());
-                        let decided_by = match usize::try_from(h.rule_id).ok().and_then(|i| i.checked_sub(1)) {
-                            Some(i) => n.rules.get(i).map_or_else(|| format!("rule {}", h.rule_id), ToString::to_string),
-                            None => "default posture".to_owned(),
+                        let index = usize::try_from(h.rule_id).ok().and_then(|i| i.checked_sub(1));
+                        let decided_by = match (index, &record) {
+                            (None, _) => "default posture".to_owned(),
+                            (Some(i), events::Record::Network(_)) => {
+                                n.rules.get(i).map_or_else(|| format!("rule {}", h.rule_id), ToString::to_string)
+                            }
+                            (Some(i), events::Record::File(_)) => {
+                                n.file_rules.get(i).map_or_else(|| format!("rule {}", h.rule_id), ToString::to_string)
+                            }
                         };
                         e.annotate(decided_by, n.identities.get(&h.remote_identity).cloned());
                         e
@@ -126,11 +137,11 @@ fn log_event(e: &events::Event) {
                 "flow"
             );
         }
-        events::Detail::File { access } => {
+        events::Detail::File { access, path, policy } => {
             tracing::info!(
                 target: "enforcer::flow",
                 kind = e.kind, verdict = e.verdict, workload, identity = e.identity,
-                pid = e.pid, uid = e.uid, comm = %e.comm, access = ?access,
+                pid = e.pid, uid = e.uid, comm = %e.comm, path = %path, access = ?access, policy = ?policy,
                 "file"
             );
         }

@@ -10,7 +10,7 @@ use std::{
 use crate::{
     api::{ApiError, proto},
     policy::{
-        Mode, NetworkPolicy, Policy,
+        FilePolicy, Mode, NetworkPolicy, Policy,
         parse::{self, PolicyError},
     },
 };
@@ -101,6 +101,12 @@ impl PolicyStore {
     #[must_use]
     pub fn network(&self) -> Vec<NetworkPolicy> {
         self.policies.iter().filter_map(|p| if let Policy::Network(n) = p { Some(n.clone()) } else { None }).collect()
+    }
+
+    /// The file policies in force.
+    #[must_use]
+    pub fn file(&self) -> Vec<FilePolicy> {
+        self.policies.iter().filter_map(|p| if let Policy::File(f) = p { Some(f.clone()) } else { None }).collect()
     }
 
     /// Errors that kept the last change out.

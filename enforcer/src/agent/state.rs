@@ -160,8 +160,9 @@ impl State {
             .collect();
         let started = Instant::now();
         let compiled = compile::compile(&self.policies.network(), &endpoints);
+        let files = compile::files::compile_files(&self.policies.file(), &endpoints);
         let compile_time = started.elapsed();
-        match self.datapath.apply(&compiled) {
+        match self.datapath.apply(&compiled, &files) {
             Ok(stats) => {
                 let took = started.elapsed();
                 tracing::info!(
@@ -176,7 +177,11 @@ impl State {
                     stats.removed,
                     took
                 );
-                self.names.write().unwrap_or_else(std::sync::PoisonError::into_inner).rules.clone_from(&compiled.rules);
+                {
+                    let mut names = self.names.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    names.rules.clone_from(&compiled.rules);
+                    names.file_rules.clone_from(&files.rules);
+                }
                 self.compiled = compiled;
                 self.apply_error = None;
                 self.dirty = false;

@@ -40,7 +40,12 @@ const CGROUP_PROGRAMS: [(&str, &str); 4] = [
 ];
 
 /// Attaches every program; the result has one entry per program, in a fixed order.
-pub(super) fn all(ebpf: &mut Ebpf, cgroup: BorrowedFd<'_>, layout: &bpffs::Layout) -> Vec<EnforcementPoint> {
+pub(super) fn all(
+    ebpf: &mut Ebpf,
+    cgroup: BorrowedFd<'_>,
+    layout: &bpffs::Layout,
+    file_offsets_missing: Option<String>,
+) -> Vec<EnforcementPoint> {
     let mut points: Vec<EnforcementPoint> = CGROUP_PROGRAMS
         .iter()
         .map(|&(name, hook)| EnforcementPoint { name, hook, error: cgroup_program(ebpf, name, cgroup, layout).err() })
@@ -53,7 +58,10 @@ pub(super) fn all(ebpf: &mut Ebpf, cgroup: BorrowedFd<'_>, layout: &bpffs::Layou
     points.push(EnforcementPoint {
         name: "file_open",
         hook: "lsm/file_open",
-        error: lsm_program(ebpf, "file_open", layout).err(),
+        error: match file_offsets_missing {
+            Some(why) => Some(format!("struct file offsets from BTF: {why}")),
+            None => lsm_program(ebpf, "file_open", layout).err(),
+        },
     });
     for p in &points {
         match &p.error {

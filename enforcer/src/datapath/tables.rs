@@ -9,10 +9,19 @@
 use std::collections::BTreeMap;
 
 use aya::maps::{HashMap, LpmTrie, MapData, MapError, lpm_trie::Key};
-use enforcer_common::{IpcacheKey, NetRuleKey, NetRuleValue, RangeKey, maps, net::RANGE_FIXED_BITS};
+use enforcer_common::{
+    FileKey, FileValue, IpcacheKey, NetRuleKey, NetRuleValue, RangeKey,
+    file::{FILE_FIXED_BITS, FILE_PATH_LEN},
+    identity::Identity,
+    maps,
+    net::RANGE_FIXED_BITS,
+};
 
 use super::{DatapathError, ignore_missing};
-use crate::policy::compile::{BlockKey, Compiled, ExactKey, PortBlock};
+use crate::policy::compile::{
+    BlockKey, Compiled, ExactKey, PortBlock,
+    files::{FileCompiled, FileEntry},
+};
 
 /// What one generation holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -23,6 +32,22 @@ pub struct Mirror {
     pub blocks: BTreeMap<BlockKey, NetRuleValue>,
     /// ipcache prefixes.
     pub ipcache: BTreeMap<([u8; 16], u8), u32>,
+    /// File rule keys (identity, key bytes).
+    pub files: BTreeMap<(Identity, Vec<u8>), FileValue>,
+}
+
+fn file_value(e: &FileEntry) -> FileValue {
+    FileValue { verdicts: [e.verdicts[0] as u8, e.verdicts[1] as u8, e.verdicts[2] as u8, 0], rule_ids: e.rule_ids }
+}
+
+/// The kernel key of file rule bytes `bytes` (at most [`FILE_PATH_LEN`]; longer ones are cut,
+/// which the parser prevents by refusing paths that long).
+fn file_key((identity, bytes): &(Identity, Vec<u8>), generation: u8) -> Key<FileKey> {
+    let mut path = [0u8; FILE_PATH_LEN];
+    let n = bytes.len().min(FILE_PATH_LEN);
+    path[..n].copy_from_slice(&bytes[..n]);
+    let bits = FILE_FIXED_BITS + 8 * u32::try_from(n).unwrap_or(0);
+    Key::new(bits, FileKey { generation, _pad: [0; 3], identity: identity.to_be_bytes(), path })
 }
 
 /// How many map writes an apply took.
@@ -66,6 +91,7 @@ pub struct Tables {
     pub(super) rules: HashMap<MapData, NetRuleKey, NetRuleValue>,
     pub(super) ranges: LpmTrie<MapData, RangeKey, NetRuleValue>,
     pub(super) ipcache: LpmTrie<MapData, IpcacheKey, u32>,
+    pub(super) files: LpmTrie<MapData, FileKey, FileValue>,
     mirrors: [Mirror; 2],
 }
 
@@ -106,6 +132,7 @@ impl Tables {
         rules: HashMap<MapData, NetRuleKey, NetRuleValue>,
         ranges: LpmTrie<MapData, RangeKey, NetRuleValue>,
         ipcache: LpmTrie<MapData, IpcacheKey, u32>,
+        files: LpmTrie<MapData, FileKey, FileValue>,
     ) -> Result<Self, DatapathError> {
         let mut mirrors: [Mirror; 2] = Default::default();
         for item in &rules {
@@ -132,7 +159,15 @@ impl Tables {
                 m.ipcache.insert((d.addr, len), v);
             }
         }
-        Ok(Self { rules, ranges, ipcache, mirrors })
+        for item in &files {
+            let (k, v) = item.map_err(map_err(maps::FILE_RULES))?;
+            let d = k.data();
+            let n = usize::try_from(k.prefix_len().saturating_sub(FILE_FIXED_BITS) / 8).unwrap_or(0).min(FILE_PATH_LEN);
+            if let Some(m) = mirrors.get_mut(usize::from(d.generation)) {
+                m.files.insert((u32::from_be_bytes(d.identity), d.path[..n].to_vec()), v);
+            }
+        }
+        Ok(Self { rules, ranges, ipcache, files, mirrors })
     }
 
     /// What generation `g` holds.
@@ -146,16 +181,21 @@ impl Tables {
     /// # Errors
     /// When a map write fails. The generation then holds an unknown mix and must not be
     /// flipped to; its mirror is left empty so the next fill writes every entry again.
-    pub(super) fn fill(&mut self, g: u8, new: &Compiled, stats: &mut ApplyStats) -> Result<(), DatapathError> {
+    pub(super) fn fill(&mut self, g: u8, new: &Compiled, files: &FileCompiled, stats: &mut ApplyStats) -> Result<(), DatapathError> {
         let g = g & 1;
         let old = std::mem::take(&mut self.mirrors[usize::from(g)]);
-        self.write(g, &old, new, stats)?;
-        self.mirrors[usize::from(g)] =
-            Mirror { exact: new.exact.clone(), blocks: new.blocks.clone(), ipcache: new.ipcache.clone() };
+        let new = Mirror {
+            exact: new.exact.clone(),
+            blocks: new.blocks.clone(),
+            ipcache: new.ipcache.clone(),
+            files: files.entries.iter().map(|(k, e)| (k.clone(), file_value(e))).collect(),
+        };
+        self.write(g, &old, &new, stats)?;
+        self.mirrors[usize::from(g)] = new;
         Ok(())
     }
 
-    fn write(&mut self, g: u8, old: &Mirror, new: &Compiled, stats: &mut ApplyStats) -> Result<(), DatapathError> {
+    fn write(&mut self, g: u8, old: &Mirror, new: &Mirror, stats: &mut ApplyStats) -> Result<(), DatapathError> {
         let rules = &mut self.rules;
         sync(&old.exact, &new.exact, stats, |op| match op {
             Op::Remove(k) => ignore_missing(rules.remove(&exact_key(k, g)), maps::NET_RULES),
@@ -170,6 +210,11 @@ impl Tables {
         sync(&old.ipcache, &new.ipcache, stats, |op| match op {
             Op::Remove(k) => ignore_missing(ipcache.remove(&ipcache_key(k, g)), maps::IPCACHE),
             Op::Put(k, v) => ipcache.insert(&ipcache_key(k, g), *v, 0).map_err(map_err(maps::IPCACHE)),
+        })?;
+        let files = &mut self.files;
+        sync(&old.files, &new.files, stats, |op| match op {
+            Op::Remove(k) => ignore_missing(files.remove(&file_key(k, g)), maps::FILE_RULES),
+            Op::Put(k, v) => files.insert(&file_key(k, g), *v, 0).map_err(map_err(maps::FILE_RULES)),
         })?;
         Ok(())
     }

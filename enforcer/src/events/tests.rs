@@ -72,10 +72,12 @@ fn ipv6_destination_is_printed_as_ipv6() {
 fn file_record_lists_access() {
     let mut h = header(KIND_FILE, Verdict::Audit);
     h.detail = ACCESS_READ | ACCESS_WRITE;
-    let record = decode(&bytes(&FileEvent { header: h })).expect("decodes");
+    let mut path = [0u8; enforcer_common::file::FILE_PATH_LEN];
+    path[..11].copy_from_slice(b"/etc/shadow");
+    let record = decode(&bytes(&FileEvent { header: h, path })).expect("decodes");
     let event = describe(&record, &Clock { boot: SystemTime::UNIX_EPOCH }, None);
     assert_eq!(event.verdict, "audit");
-    assert_eq!(event.detail, Detail::File { access: vec!["read", "write"] });
+    assert_eq!(event.detail, Detail::File { path: "/etc/shadow".into(), access: vec!["read", "write"], policy: None });
 }
 
 #[test]

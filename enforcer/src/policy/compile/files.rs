@@ -47,6 +47,15 @@ pub enum FileRuleInfo {
     },
 }
 
+impl std::fmt::Display for FileRuleInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Rule { policy, index } => write!(f, "{policy} rules[{index}]"),
+            Self::Default { policies } => write!(f, "no file rule allows it (allow-list mode from {})", policies.join(", ")),
+        }
+    }
+}
+
 /// The compiled file state, without generation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FileCompiled {
