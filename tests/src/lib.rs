@@ -374,7 +374,10 @@ impl AgentProcess {
         let agent = Self { child, dir, config, socket, state_dir, pins: pins.path().to_owned() };
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while std::time::Instant::now() < deadline {
-            if agent.cli(&["status"]).0 == 0 {
+            // Up once the API answers (status exits 1 when it reports a problem; that is an
+            // answer too).
+            let (_, out, _) = agent.cli(&["status", "-o", "json"]);
+            if out.trim_start().starts_with('{') {
                 return agent;
             }
             std::thread::sleep(Duration::from_millis(50));

@@ -21,6 +21,7 @@ pub fn run(q: &Query) -> anyhow::Result<i32> {
             println!("workloads     {}", s.workloads);
             println!("host key      {}", s.key_id);
             println!("ec2 identity  {}", s.aws);
+            println!("files         {}", s.file_enforcement);
             println!("policies      {} (last applied: {})", s.policies, s.last_apply);
             for e in &s.policy_errors {
                 println!("policy error  {e}");
@@ -46,7 +47,10 @@ pub fn run(q: &Query) -> anyhow::Result<i32> {
             );
         }
     }
-    Ok(0)
+    for p in &s.problems {
+        eprintln!("problem: {p}");
+    }
+    Ok(i32::from(!s.problems.is_empty()))
 }
 
 fn json(s: &proto::StatusReply) -> serde_json::Value {
@@ -65,6 +69,8 @@ fn json(s: &proto::StatusReply) -> serde_json::Value {
         "policies": s.policies,
         "policy_errors": s.policy_errors,
         "last_apply": s.last_apply,
+        "file_enforcement": s.file_enforcement,
+        "problems": s.problems,
         "enforcement_points": s.points.iter().map(|p| serde_json::json!({
             "name": p.name, "hook": p.hook, "attached": p.attached,
             "error": if p.error.is_empty() { None } else { Some(&p.error) },
