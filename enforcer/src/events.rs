@@ -180,7 +180,8 @@ fn verdict_name(v: u8) -> &'static str {
     }
 }
 
-fn comm(raw: &[u8]) -> String {
+/// The NUL-terminated text in `raw` (a command name, a path), lossily as UTF-8.
+fn c_text(raw: &[u8]) -> String {
     let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
     String::from_utf8_lossy(&raw[..end]).into_owned()
 }
@@ -219,7 +220,7 @@ pub fn describe(record: &Record, clock: &Clock, workload: Option<String>) -> Eve
             remote_workload: None,
         },
         Record::File(f) => Detail::File {
-            path: comm(&f.path),
+            path: c_text(&f.path),
             policy: None,
             access: [(ACCESS_READ, "read"), (ACCESS_WRITE, "write"), (ACCESS_EXEC, "exec")]
                 .into_iter()
@@ -236,7 +237,7 @@ pub fn describe(record: &Record, clock: &Clock, workload: Option<String>) -> Eve
         identity: h.identity,
         pid: h.pid,
         uid: h.uid,
-        comm: comm(&h.comm),
+        comm: c_text(&h.comm),
         detail,
     }
 }
