@@ -97,9 +97,7 @@ impl Agent {
         let mut datapath =
             Datapath::open(&datapath::Options { bpffs_dir: config.bpffs_dir.clone(), cgroup_root: root.clone() })?;
         let down: Vec<String> = datapath
-            .points()
-            .iter()
-            .filter(|p| p.hook.starts_with("cgroup") && !p.attached())
+            .network_down()
             .map(|p| format!("{}: {}", p.hook, p.error.as_deref().unwrap_or_default()))
             .collect();
         if !down.is_empty() {

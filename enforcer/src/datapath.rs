@@ -205,6 +205,12 @@ impl Datapath {
         &self.points
     }
 
+    /// The network enforcement points (the cgroup programs) that are not attached: with any,
+    /// the agent would enforce nothing it promises.
+    pub fn network_down(&self) -> impl Iterator<Item = &EnforcementPoint> {
+        self.points.iter().filter(|p| p.hook.starts_with("cgroup") && !p.attached())
+    }
+
     /// The event ring buffer, for one reader.
     ///
     /// # Errors

@@ -394,9 +394,7 @@ impl State {
     fn problems(&self) -> Vec<String> {
         let mut out: Vec<String> = self
             .datapath
-            .points()
-            .iter()
-            .filter(|p| p.hook.starts_with("cgroup") && !p.attached())
+            .network_down()
             .map(|p| format!("{} is not attached: {}", p.hook, p.error.as_deref().unwrap_or_default()))
             .collect();
         let files = self.policies.file();
