@@ -277,7 +277,8 @@ pub fn compile(policies: &[NetworkPolicy], endpoints: &[Endpoint]) -> Compiled {
         ),
     };
     let mut defaults: HashMap<(Direction, Vec<String>), u32> = HashMap::new();
-    let mut emitted = Compiled { rules: Vec::new(), ..Compiled::default() };
+    // Entries are written here while `peers_of` still borrows `out.cidrs`, then moved over.
+    let mut emitted = Compiled::default();
     for local in endpoints {
         for direction in [Direction::Egress, Direction::Ingress] {
             let selecting: Vec<(usize, &NetworkPolicy)> = policies
