@@ -78,6 +78,8 @@ pub fn verdict(p: Posture) -> Verdict {
 /// A started agent.
 pub struct Agent {
     state: Arc<Mutex<State>>,
+    /// Decisions of the fanotify fallback, when it runs.
+    file_events: Option<tokio::sync::mpsc::Receiver<enforcer_common::FileEvent>>,
 }
 
 impl Agent {
@@ -103,12 +105,24 @@ impl Agent {
         if !down.is_empty() {
             return Err(AgentError::NetworkDown(down.join("; ")));
         }
+        // Without BPF LSM, files are enforced by answering fanotify permission events.
+        let settings = config.file_fallback.then(|| datapath::fanotify::Settings {
+            timeout: Duration::from_millis(config.file_timeout_ms),
+            timeout_verdict: verdict(config.file_timeout_verdict),
+        });
+        let file_events = match datapath.start_file_fallback(&mount, &root, settings) {
+            Ok(events) => events,
+            Err(error) => {
+                tracing::error!(%error, "file enforcement unavailable: neither BPF LSM nor fanotify");
+                None
+            }
+        };
         // The root's own entry is what a not-yet-enrolled cgroup below it resolves to.
         datapath.set_workload(root_id, state::entry(&config, PENDING))?;
         datapath.set_root(root_id, level)?;
         let mut state = State::new(config, datapath, mount)?;
         state.reconcile()?;
-        Ok(Self { state: Arc::new(Mutex::new(state)) })
+        Ok(Self { state: Arc::new(Mutex::new(state)), file_events })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -135,7 +149,7 @@ impl Agent {
     ///
     /// # Errors
     /// When the socket cannot be bound, or rescanning or reading events fails.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
         let (config, ring, names, log) = {
             let mut s = self.lock();
             (s.config.clone(), s.datapath.take_events()?, Arc::clone(&s.names), Arc::clone(&s.events))
@@ -148,7 +162,7 @@ impl Agent {
         let api_task = tokio::spawn(api::server::serve(listener, Arc::clone(&self.state), async {
             let _ = api_stopped.await;
         }));
-        let reader = tokio::spawn(flows::read(ring, names, log));
+        let reader = tokio::spawn(flows::read(ring, self.file_events.take(), names, log));
         let aws = tokio::spawn(ec2_identity(config.imds_url.clone(), Arc::clone(&self.state)));
         {
             let s = self.lock();

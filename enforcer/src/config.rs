@@ -122,6 +122,15 @@ pub struct Config {
     pub default_network: Posture,
     /// File posture of enrolled workloads no policy selects.
     pub default_file: Posture,
+    /// Where BPF LSM is not active, answer file opens in the agent through fanotify permission
+    /// events; `false` leaves files unenforced there (and `status` fails while file policies
+    /// exist).
+    pub file_fallback: bool,
+    /// Where file opens are answered by the agent (the fanotify fallback): the longest an open
+    /// waits for its answer, in milliseconds.
+    pub file_timeout_ms: u64,
+    /// The verdict for an open of a workload under a `FilePolicy` not answered in time.
+    pub file_timeout_verdict: Posture,
     /// What the pinned datapath does with no agent alive.
     pub on_agent_down: AgentDown,
     /// Prometheus text endpoint; empty disables.
@@ -155,6 +164,9 @@ impl Default for Config {
             bpffs_dir: PathBuf::from("/sys/fs/bpf/enforcer"),
             default_network: Posture::Deny,
             default_file: Posture::Allow,
+            file_fallback: true,
+            file_timeout_ms: 1000,
+            file_timeout_verdict: Posture::Deny,
             on_agent_down: AgentDown::Enforce,
             metrics_addr: "127.0.0.1:9464".to_owned(),
             log_format: LogFormat::Text,
@@ -219,6 +231,12 @@ impl Config {
             return Err(invalid(
                 "metrics_addr",
                 format!("{:?} is not an address like 127.0.0.1:9464 (empty disables)", self.metrics_addr),
+            ));
+        }
+        if !(10..=60_000).contains(&self.file_timeout_ms) {
+            return Err(invalid(
+                "file_timeout_ms",
+                format!("{} is outside 10..=60000 (milliseconds an open may wait for the agent)", self.file_timeout_ms),
             ));
         }
         if !self.imds_url.is_empty() && !self.imds_url.starts_with("http://") {
@@ -299,6 +317,8 @@ labels = { app = "db", env = "prod" }
 
     #[test]
     fn bad_enum_value_names_line_and_choices() {
+        let e = parse("file_timeout_ms = 0\n").expect_err("zero timeout");
+        assert!(e.to_string().contains("key `file_timeout_ms`"), "{e}");
         let e = parse("\n\ndefault_file = \"maybe\"\n").expect_err("bad posture");
         let msg = e.to_string();
         assert!(msg.contains(":3:"), "{msg}");

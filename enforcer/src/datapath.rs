@@ -7,6 +7,7 @@
 mod attach;
 pub mod btf;
 pub mod bpffs;
+pub mod fanotify;
 pub mod probe;
 pub mod tables;
 
@@ -113,6 +114,31 @@ pub struct Datapath {
     config: Array<MapData, AgentConfig>,
     tables: Tables,
     counters: PerCpuArray<MapData, u64>,
+    /// File enforcement by fanotify, where `lsm/file_open` is not attached.
+    file_fallback: Option<fanotify::FileFallback>,
+    /// Why the fallback is not running, when it was wanted or disabled.
+    file_fallback_error: Option<String>,
+}
+
+/// How files are enforced on this host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FileEnforcement {
+    /// `lsm/file_open` is attached.
+    BpfLsm,
+    /// The fanotify fallback answers opens; the text says what it marks.
+    Fanotify(String),
+    /// Nothing enforces file policy; the text says why.
+    Unavailable(String),
+}
+
+impl std::fmt::Display for FileEnforcement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::BpfLsm => f.write_str("bpf-lsm"),
+            Self::Fanotify(detail) => f.write_str(detail),
+            Self::Unavailable(why) => write!(f, "unavailable: {why}"),
+        }
+    }
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, DatapathError>
@@ -161,6 +187,8 @@ impl Datapath {
             counters: take_map(&mut ebpf, maps::COUNTERS)?,
             points,
             ebpf,
+            file_fallback: None,
+            file_fallback_error: None,
         })
     }
 
@@ -188,6 +216,9 @@ impl Datapath {
         self.tables.fill(next, compiled, files, &mut stats)?;
         cfg.generation = next;
         self.config.set(0, cfg, 0).map_err(|source| DatapathError::Map { name: maps::CONFIG, source })?;
+        if let Some(f) = &self.file_fallback {
+            f.update(files);
+        }
         Ok(stats)
     }
 
@@ -209,6 +240,61 @@ impl Datapath {
     /// the agent would enforce nothing it promises.
     pub fn network_down(&self) -> impl Iterator<Item = &EnforcementPoint> {
         self.points.iter().filter(|p| p.hook.starts_with("cgroup") && !p.attached())
+    }
+
+    /// Starts the fanotify fallback when `lsm/file_open` is not attached (a no-op when it is),
+    /// seeded with the workload entries in the kernel map; `None` settings: the fallback is
+    /// disabled by configuration. Returns the receiving end of its decision events.
+    ///
+    /// # Errors
+    /// Why fanotify is unavailable; file enforcement is then [`FileEnforcement::Unavailable`]
+    /// with that reason.
+    pub fn start_file_fallback(
+        &mut self,
+        cgroup_mount: &Path,
+        cgroup_root: &Path,
+        settings: Option<fanotify::Settings>,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<enforcer_common::FileEvent>>, String> {
+        if self.file_enforcement() == FileEnforcement::BpfLsm || self.file_fallback.is_some() {
+            return Ok(None);
+        }
+        let Some(settings) = settings else {
+            self.file_fallback_error = Some("the fanotify fallback is disabled (file_fallback = false)".to_owned());
+            return Ok(None);
+        };
+        let started = fanotify::FileFallback::start(cgroup_mount, cgroup_root, settings).and_then(|(fallback, events)| {
+            for (id, w) in self.workloads().map_err(|e| e.to_string())? {
+                fallback.set_workload(id, Some(w));
+            }
+            Ok((fallback, events))
+        });
+        match started {
+            Ok((fallback, events)) => {
+                self.file_fallback = Some(fallback);
+                Ok(Some(events))
+            }
+            Err(e) => {
+                self.file_fallback_error = Some(format!("fanotify: {e}"));
+                Err(e)
+            }
+        }
+    }
+
+    /// How files are enforced.
+    #[must_use]
+    pub fn file_enforcement(&self) -> FileEnforcement {
+        if let Some(f) = &self.file_fallback {
+            return FileEnforcement::Fanotify(f.describe());
+        }
+        let lsm = match self.points.iter().find(|p| p.name == "file_open") {
+            Some(p) if p.attached() => return FileEnforcement::BpfLsm,
+            Some(p) => p.error.clone().unwrap_or_else(|| "not attached".to_owned()),
+            None => "no file program".to_owned(),
+        };
+        FileEnforcement::Unavailable(match &self.file_fallback_error {
+            Some(fallback) => format!("{lsm}; {fallback}"),
+            None => lsm,
+        })
     }
 
     /// The event ring buffer, for one reader.
@@ -235,7 +321,11 @@ impl Datapath {
     pub fn set_workload(&mut self, cgroup_id: u64, w: Workload) -> Result<(), DatapathError> {
         self.workloads
             .insert(cgroup_id, w, 0)
-            .map_err(|source| DatapathError::Map { name: maps::WORKLOADS, source })
+            .map_err(|source| DatapathError::Map { name: maps::WORKLOADS, source })?;
+        if let Some(f) = &self.file_fallback {
+            f.set_workload(cgroup_id, Some(w));
+        }
+        Ok(())
     }
 
     /// Removes a workload's entry; a missing entry is not an error.
@@ -243,7 +333,11 @@ impl Datapath {
     /// # Errors
     /// When the map operation fails otherwise.
     pub fn remove_workload(&mut self, cgroup_id: u64) -> Result<(), DatapathError> {
-        ignore_missing(self.workloads.remove(&cgroup_id), maps::WORKLOADS)
+        ignore_missing(self.workloads.remove(&cgroup_id), maps::WORKLOADS)?;
+        if let Some(f) = &self.file_fallback {
+            f.set_workload(cgroup_id, None);
+        }
+        Ok(())
     }
 
     /// All workload entries in the kernel.
@@ -286,10 +380,17 @@ impl Datapath {
             }
             Ok(KindCounters { lost: slots[COUNTER_LOST], allow: slots[1], deny: slots[2], audit: slots[3] })
         };
-        Ok(Counters {
-            network: read(enforcer_common::event::KIND_NETWORK)?,
-            file: read(enforcer_common::event::KIND_FILE)?,
-        })
+        let mut file = read(enforcer_common::event::KIND_FILE)?;
+        if let Some(f) = &self.file_fallback {
+            let user = f.counters();
+            file = KindCounters {
+                allow: file.allow + user.allow,
+                deny: file.deny + user.deny,
+                audit: file.audit + user.audit,
+                lost: file.lost + user.lost,
+            };
+        }
+        Ok(Counters { network: read(enforcer_common::event::KIND_NETWORK)?, file })
     }
 }
 

@@ -3,6 +3,7 @@
 //! - [`config`]: the TOML configuration, strictly validated.
 //! - [`identity`]: workloads below the managed cgroup root, their labels and identity numbers.
 //! - [`datapath`]: loads, attaches and pins the kernel programs; applies state to maps.
+//! - [`mountinfo`]: what is mounted where.
 //! - [`events`]: decodes kernel records into flow events.
 //! - [`agent`]: the daemon that ties them together.
 //! - [`cli`]: the `enforcer` command line.
@@ -15,5 +16,6 @@ pub mod config;
 pub mod datapath;
 pub mod events;
 pub mod identity;
+pub mod mountinfo;
 pub mod policy;
 pub mod profile;

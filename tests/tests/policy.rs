@@ -123,27 +123,3 @@ fn policy_check_names_file_and_line() {
     assert_ne!(code, 0);
     assert!(err.contains("bad.yaml:6"), "{err}");
 }
-
-#[test]
-fn status_fails_while_file_policies_cannot_be_enforced() {
-    if !can_run("status_and_file_enforcement", privileged_unavailable()) {
-        return;
-    }
-    let root = TestCgroup::new();
-    let pins = TestPins::new();
-    let agent = AgentProcess::start(&root, &pins, WEB);
-    assert_eq!(agent.cli(&["status"]).0, 0, "no problem yet: {}", agent.cli(&["status"]).2);
-    let file = agent.dir().join("files.yaml");
-    std::fs::write(&file, "kind: FilePolicy\nname: web-files\nsubject: \"app=web\"\nrules:\n  - paths: [\"/usr/\"]\n    access: [read, exec]\n")
-        .expect("write");
-    assert_eq!(agent.cli(&["policy", "apply", file.to_str().expect("utf-8")]).0, 0);
-    let (code, out, err) = agent.cli(&["status", "-o", "json"]);
-    let status: serde_json::Value = serde_json::from_str(&out).expect("status json");
-    if status["file_enforcement"] == "bpf-lsm" {
-        assert_eq!(code, 0, "enforced files are no problem: {err}");
-    } else {
-        assert_eq!(code, 1, "file policies that nothing enforces must fail status");
-        assert!(err.contains("web-files") && err.contains("not enforced"), "{err}");
-        assert!(status["file_enforcement"].as_str().is_some_and(|f| f.starts_with("unavailable")), "{status}");
-    }
-}

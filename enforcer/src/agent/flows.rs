@@ -1,4 +1,4 @@
-//! Reads decisions from the kernel's ring buffer, names what decided and who was involved,
+//! Reads decisions from the kernel's ring buffer (and from the fanotify fallback), names what decided and who was involved,
 //! logs them, and keeps the recent ones for `enforcer flows` (with a live feed for `--follow`).
 
 use std::{
@@ -8,9 +8,10 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
+use enforcer_common::FileEvent;
 use tokio::{
     io::{Interest, unix::AsyncFd},
-    sync::broadcast,
+    sync::{broadcast, mpsc},
 };
 
 use super::AgentError;
@@ -81,48 +82,63 @@ impl EventLog {
     }
 }
 
-/// Reads the ring buffer until the task is dropped.
+/// Reads the ring buffer, and the fanotify fallback's decisions when it runs, until the task is
+/// dropped.
 ///
 /// # Errors
 /// When the ring buffer cannot be polled.
-pub(super) async fn read(ring: RingBuf<MapData>, names: SharedNames, log: Arc<EventLog>) -> Result<(), AgentError> {
+pub(super) async fn read(
+    ring: RingBuf<MapData>,
+    mut user: Option<mpsc::Receiver<FileEvent>>,
+    names: SharedNames,
+    log: Arc<EventLog>,
+) -> Result<(), AgentError> {
     let clock = events::Clock::now().map_err(|e| AgentError::Events(e.into()))?;
+    let handle = |record: &events::Record| {
+        let event = describe(record, &clock, &names);
+        log_event(&event);
+        log.push(event);
+    };
     // SAFETY: the ring buffer owns its map fd for its whole life and `as_raw_fd` always
     // returns that same fd, which is what `register_with_interest` requires.
     #[expect(unsafe_code, reason = "tokio's I/O-safety contract for registering a raw fd")]
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .map_err(|e| AgentError::Events(e.into()))?;
     loop {
-        let mut guard = fd.readable_mut().await.map_err(AgentError::Events)?;
-        let ring = guard.get_inner_mut();
-        while let Some(item) = ring.next() {
-            match events::decode(&item) {
-                Ok(record) => {
-                    let event = {
-                        let n = names.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        let h = record.header();
-                        let mut e = events::describe(&record, &clock, n.cgroups.get(&h.cgroup_id).cloned());
-                        let index = usize::try_from(h.rule_id).ok().and_then(|i| i.checked_sub(1));
-                        let decided_by = match (index, &record) {
-                            (None, _) => "default posture".to_owned(),
-                            (Some(i), events::Record::Network(_)) => {
-                                n.rules.get(i).map_or_else(|| format!("rule {}", h.rule_id), ToString::to_string)
-                            }
-                            (Some(i), events::Record::File(_)) => {
-                                n.file_rules.get(i).map_or_else(|| format!("rule {}", h.rule_id), ToString::to_string)
-                            }
-                        };
-                        e.annotate(decided_by, n.identities.get(&h.remote_identity).cloned());
-                        e
-                    };
-                    log_event(&event);
-                    log.push(event);
+        tokio::select! {
+            guard = fd.readable_mut() => {
+                let mut guard = guard.map_err(AgentError::Events)?;
+                let ring = guard.get_inner_mut();
+                while let Some(item) = ring.next() {
+                    match events::decode(&item) {
+                        Ok(record) => handle(&record),
+                        Err(error) => tracing::error!(%error, "undecodable kernel event"),
+                    }
                 }
-                Err(error) => tracing::error!(%error, "undecodable kernel event"),
+                guard.clear_ready();
+            }
+            Some(event) = async { user.as_mut()?.recv().await }, if user.is_some() => {
+                handle(&events::Record::File(event));
             }
         }
-        guard.clear_ready();
     }
+}
+
+/// A decision record with the names the agent knows: workload, deciding rule, remote.
+fn describe(record: &events::Record, clock: &events::Clock, names: &SharedNames) -> events::Event {
+    let n = names.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let h = record.header();
+    let mut e = events::describe(record, clock, n.cgroups.get(&h.cgroup_id).cloned());
+    let index = usize::try_from(h.rule_id).ok().and_then(|i| i.checked_sub(1));
+    let decided_by = match (index, record) {
+        (None, _) => "default posture".to_owned(),
+        (Some(i), events::Record::Network(_)) => n.rules.get(i).map_or_else(|| format!("rule {}", h.rule_id), ToString::to_string),
+        (Some(i), events::Record::File(_)) => {
+            n.file_rules.get(i).map_or_else(|| format!("rule {}", h.rule_id), ToString::to_string)
+        }
+    };
+    e.annotate(decided_by, n.identities.get(&h.remote_identity).cloned());
+    e
 }
 
 fn log_event(e: &events::Event) {

@@ -20,7 +20,7 @@ use super::{
 use crate::{
     api::{ApiError, proto},
     config::Config,
-    datapath::Datapath,
+    datapath::{Datapath, FileEnforcement},
     identity::{
         Enrolment, Tags, WorkloadInfo, addresses, cgroup,
         container::{self, RuntimeRoots},
@@ -373,7 +373,7 @@ impl State {
             aws: self.aws_status.clone(),
             network: Some(c(counters.network)),
             file: Some(c(counters.file)),
-            file_enforcement: self.file_enforcement(),
+            file_enforcement: self.datapath.file_enforcement().to_string(),
             problems: self.problems(),
             policies: u32::try_from(self.policies.count()).unwrap_or(u32::MAX),
             policy_errors: self.policies.errors().iter().cloned().chain(self.apply_error.clone()).collect(),
@@ -381,14 +381,6 @@ impl State {
         })
     }
 
-    /// How files are enforced here.
-    fn file_enforcement(&self) -> String {
-        match self.datapath.points().iter().find(|p| p.name == "file_open") {
-            Some(p) if p.attached() => "bpf-lsm".to_owned(),
-            Some(p) => format!("unavailable: {}", p.error.as_deref().unwrap_or("not attached")),
-            None => "unavailable: no file program".to_owned(),
-        }
-    }
 
     /// Enforcement that should be active and is not.
     fn problems(&self) -> Vec<String> {
@@ -398,9 +390,11 @@ impl State {
             .map(|p| format!("{} is not attached: {}", p.hook, p.error.as_deref().unwrap_or_default()))
             .collect();
         let files = self.policies.file();
-        if !files.is_empty() && self.file_enforcement() != "bpf-lsm" {
+        if let FileEnforcement::Unavailable(why) = self.datapath.file_enforcement()
+            && !files.is_empty()
+        {
             let names: Vec<&str> = files.iter().map(|p| p.name.as_str()).collect();
-            out.push(format!("file policies ({}) are not enforced: file enforcement is {}", names.join(", "), self.file_enforcement()));
+            out.push(format!("file policies ({}) are not enforced: file enforcement is unavailable: {why}", names.join(", ")));
         }
         if let Some(e) = &self.apply_error {
             out.push(format!("policy state could not be written: {e}"));

@@ -24,32 +24,7 @@ pub fn v2_mount() -> io::Result<PathBuf> {
 }
 
 fn parse_v2_mount(mountinfo: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
-        // "36 35 0:30 / /sys/fs/cgroup/unified rw,... shared:9 - cgroup2 cgroup2 rw"
-        let (left, right) = line.split_once(" - ")?;
-        let fstype = right.split_whitespace().next()?;
-        let mount_point = left.split_whitespace().nth(4)?;
-        (fstype == "cgroup2").then(|| PathBuf::from(unescape(mount_point)))
-    })
-}
-
-/// mountinfo escapes spaces and a few other bytes as `\ooo`.
-fn unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find('\\') {
-        out.push_str(&rest[..i]);
-        let oct = rest.get(i + 1..i + 4).and_then(|o| u8::from_str_radix(o, 8).ok());
-        if let Some(b) = oct {
-            out.push(char::from(b));
-            rest = &rest[i + 4..];
-        } else {
-            out.push('\\');
-            rest = &rest[i + 1..];
-        }
-    }
-    out.push_str(rest);
-    out
+    crate::mountinfo::parse(mountinfo).into_iter().find(|m| m.fstype == "cgroup2").map(|m| m.point)
 }
 
 /// The kernel's id of the cgroup at `dir`.

@@ -13,7 +13,11 @@
 
 use std::collections::BTreeMap;
 
-use enforcer_common::{Verdict, identity::Identity};
+use enforcer_common::{
+    Verdict,
+    event::{ACCESS_EXEC, ACCESS_READ, ACCESS_WRITE},
+    identity::Identity,
+};
 
 use super::Endpoint;
 use crate::policy::{Access, Action, FilePolicy, Mode};
@@ -28,6 +32,29 @@ pub struct FileEntry {
     pub verdicts: [Verdict; 3],
     /// The rule that decided each (`rules[n - 1]`).
     pub rule_ids: [u32; 3],
+}
+
+impl FileEntry {
+    /// The verdict for an open requesting `access` (`ACCESS_*` bits) and the rule behind it:
+    /// deny if any requested access is denied, audit if any is audited, allow otherwise. The
+    /// kernel's `lsm/file_open` combines the same way; an open requesting none of the three
+    /// accesses is allowed.
+    #[must_use]
+    pub fn decide(&self, access: u8) -> (Verdict, u32) {
+        let mut out = (Verdict::Allow, self.rule_ids[0]);
+        let bits = [ACCESS_READ, ACCESS_WRITE, ACCESS_EXEC];
+        for ((bit, v), id) in bits.iter().zip(self.verdicts).zip(self.rule_ids) {
+            if access & bit == 0 {
+                continue;
+            }
+            if v == Verdict::Deny || (v == Verdict::Audit && out.0 == Verdict::Allow) {
+                out = (v, id);
+            } else if out.0 == Verdict::Allow {
+                out.1 = id;
+            }
+        }
+        out
+    }
 }
 
 /// What decided a file verdict.
@@ -64,6 +91,14 @@ pub struct FileCompiled {
     pub entries: BTreeMap<(Identity, Vec<u8>), FileEntry>,
     /// Rule id `n` describes `rules[n - 1]`.
     pub rules: Vec<FileRuleInfo>,
+}
+
+impl FileCompiled {
+    /// Whether a `FilePolicy` selects the workload with `identity` (it has entries).
+    #[must_use]
+    pub fn selects(&self, identity: Identity) -> bool {
+        self.entries.range((identity, Vec::new())..(identity.saturating_add(1), Vec::new())).next().is_some()
+    }
 }
 
 /// One rule path with what it says per access: `None` when it names the access not.

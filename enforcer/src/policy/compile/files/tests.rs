@@ -127,3 +127,14 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_open_is_judged_by_its_worst_access() {
+    use enforcer_common::event::{ACCESS_EXEC, ACCESS_READ, ACCESS_WRITE};
+    let e = FileEntry { verdicts: [Verdict::Allow, Verdict::Deny, Verdict::Audit], rule_ids: [1, 2, 3] };
+    assert_eq!(e.decide(ACCESS_READ), (Verdict::Allow, 1));
+    assert_eq!(e.decide(ACCESS_READ | ACCESS_WRITE), (Verdict::Deny, 2), "a read-write open of a read-only path");
+    assert_eq!(e.decide(ACCESS_READ | ACCESS_EXEC), (Verdict::Audit, 3));
+    assert_eq!(e.decide(ACCESS_READ | ACCESS_WRITE | ACCESS_EXEC), (Verdict::Deny, 2), "deny outranks audit");
+    assert_eq!(e.decide(0).0, Verdict::Allow, "an open asking for no access (O_ACCMODE 3)");
+}
