@@ -10,6 +10,9 @@ pub const WORKLOADS_MAX: u32 = 65_536;
 /// One-element array holding [`crate::AgentConfig`].
 pub const CONFIG: &str = "ENF_CONFIG";
 
+/// One-element array: the agent's last heartbeat, `CLOCK_MONOTONIC` nanoseconds (`u64`).
+pub const HEARTBEAT: &str = "ENF_HEARTBEAT";
+
 /// [`crate::NetRuleKey`] → [`crate::NetRuleValue`].
 pub const NET_RULES: &str = "ENF_NET_RULES";
 /// Capacity of [`NET_RULES`].

@@ -36,10 +36,19 @@ pub struct AgentConfig {
     /// other generation, then flips this byte: every decision reads it once, so none sees a mix
     /// of old and new policy.
     pub generation: u8,
+    /// 1: `on_agent_down = "open"`: while the agent's heartbeat is older than
+    /// [`AGENT_DOWN_AFTER_NS`], nothing is enforced. 0: the last state keeps being enforced.
+    pub fail_open: u8,
     /// Reserved, zero.
-    pub _pad: [u8; 3],
+    pub _pad: [u8; 2],
 }
 const _: () = assert!(core::mem::size_of::<AgentConfig>() == 16);
+
+/// How long after its last heartbeat (`HEARTBEAT`, `CLOCK_MONOTONIC` nanoseconds) the agent
+/// counts as down. The agent beats every [`HEARTBEAT_INTERVAL_NS`].
+pub const AGENT_DOWN_AFTER_NS: u64 = 1_500_000_000;
+/// How often the agent writes its heartbeat.
+pub const HEARTBEAT_INTERVAL_NS: u64 = 250_000_000;
 
 /// How many cgroup levels below the managed root the kernel searches for an enrolled ancestor.
 /// A cgroup nested deeper resolves to the managed root's entry (the default posture).

@@ -3,10 +3,11 @@
 //!
 //! The opened path (`bpf_d_path` on `&file->f_path`) is looked up in `FILE_RULES` with the
 //! workload's identity: the longest rule key that prefixes it holds the verdict for read,
-//! write and exec. The access requested comes from `file->f_mode` (`FMODE_EXEC` marks the
-//! open that `execve` does). The two member offsets come from the running kernel's BTF: the
-//! agent writes them into the read-only globals below when it loads the object, so the
-//! verifier sees constants.
+//! write and exec. The access requested comes from `file->f_mode` (read, write) and
+//! `file->f_flags` (`__FMODE_EXEC` marks the opens `execve` does: the binary, a script's
+//! interpreter, the ELF loader; LSMs check it there since Linux 6.8). The member offsets come
+//! from the running kernel's BTF: the agent writes them into the read-only globals below when
+//! it loads the object, so the verifier sees constants.
 
 use aya_ebpf::{
     bindings::path,
@@ -36,6 +37,7 @@ const PATH_BUF: u32 = FILE_PATH_LEN as u32;
 const EACCES: i32 = -13;
 const FMODE_READ: u32 = 0x1;
 const FMODE_WRITE: u32 = 0x2;
+/// `__FMODE_EXEC`, in `f_flags`.
 const FMODE_EXEC: u32 = 0x20;
 
 /// Byte offset of `f_path` in `struct file` (set at load from BTF).
@@ -44,6 +46,9 @@ static F_PATH_OFFSET: u32 = 0;
 /// Byte offset of `f_mode` in `struct file` (set at load from BTF).
 #[unsafe(no_mangle)]
 static F_MODE_OFFSET: u32 = 0;
+/// Byte offset of `f_flags` in `struct file` (set at load from BTF).
+#[unsafe(no_mangle)]
+static F_FLAGS_OFFSET: u32 = 0;
 
 #[lsm(hook = "file_open")]
 pub fn file_open(ctx: LsmContext) -> i32 {
@@ -58,10 +63,21 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     };
     let file: *const u8 = ctx.arg(0);
     // SAFETY: reads of the program's read-only globals.
-    let (path_off, mode_off) = unsafe { (core::ptr::read_volatile(core::ptr::addr_of!(F_PATH_OFFSET)), core::ptr::read_volatile(core::ptr::addr_of!(F_MODE_OFFSET))) };
-    // SAFETY: a probe read of a kernel address; failure yields no access bits.
+    let (path_off, mode_off, flags_off) = unsafe {
+        (
+            core::ptr::read_volatile(core::ptr::addr_of!(F_PATH_OFFSET)),
+            core::ptr::read_volatile(core::ptr::addr_of!(F_MODE_OFFSET)),
+            core::ptr::read_volatile(core::ptr::addr_of!(F_FLAGS_OFFSET)),
+        )
+    };
+    // SAFETY: probe reads of kernel addresses; failure yields no access bits.
     #[expect(clippy::cast_ptr_alignment, reason = "a probe read copies, it never dereferences the pointer")]
-    let mode = unsafe { bpf_probe_read_kernel(file.wrapping_add(mode_off as usize).cast::<u32>()) }.unwrap_or(0);
+    let (mode, flags) = unsafe {
+        (
+            bpf_probe_read_kernel(file.wrapping_add(mode_off as usize).cast::<u32>()).unwrap_or(0),
+            bpf_probe_read_kernel(file.wrapping_add(flags_off as usize).cast::<u32>()).unwrap_or(0),
+        )
+    };
     let mut access = 0u8;
     if mode & FMODE_READ != 0 {
         access |= ACCESS_READ;
@@ -69,7 +85,7 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     if mode & FMODE_WRITE != 0 {
         access |= ACCESS_WRITE;
     }
-    if mode & FMODE_EXEC != 0 {
+    if flags & FMODE_EXEC != 0 {
         access |= ACCESS_EXEC;
     }
     let Some(slot) = FILE_SCRATCH.get_ptr_mut(0) else {

@@ -19,6 +19,9 @@ pub static WORKLOADS: HashMap<u64, Workload> = HashMap::pinned(WORKLOADS_MAX, 0)
 #[map(name = "ENF_CONFIG")]
 pub static CONFIG: Array<AgentConfig> = Array::pinned(1, 0);
 
+#[map(name = "ENF_HEARTBEAT")]
+pub static HEARTBEAT: Array<u64> = Array::pinned(1, 0);
+
 #[map(name = "ENF_NET_RULES")]
 pub static NET_RULES: HashMap<NetRuleKey, NetRuleValue> = HashMap::pinned(NET_RULES_MAX, 0);
 

@@ -6,13 +6,14 @@ use aya_ebpf::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id,
     },
 };
+use aya_ebpf::helpers::bpf_ktime_get_ns;
 use enforcer_common::{
     Verdict, Workload,
     identity::PENDING,
-    workload::MAX_NESTING,
+    workload::{AGENT_DOWN_AFTER_NS, MAX_NESTING},
 };
 
-use crate::maps::{CONFIG, WORKLOADS};
+use crate::maps::{CONFIG, HEARTBEAT, WORKLOADS};
 
 /// What applies to a task inside the managed root whose cgroup and ancestors are all unknown
 /// (the agent has not written the root's entry yet): deny everything. Never allow by accident.
@@ -72,14 +73,30 @@ pub fn current() -> Option<(Workload, u64)> {
     resolve(&Task)
 }
 
+/// `on_agent_down = "open"` and the agent's heartbeat is stale: enforce nothing until an agent
+/// is back. (With `enforce`, the default, one array read and no clock.)
+#[inline(always)]
+fn failed_open() -> bool {
+    if CONFIG.get(0).is_none_or(|c| c.fail_open == 0) {
+        return false;
+    }
+    let last = HEARTBEAT.get(0).copied().unwrap_or(0);
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    now.saturating_sub(last) > AGENT_DOWN_AFTER_NS
+}
+
 /// The workload of cgroup `cg` and its cgroup id, or `None` when it is not below the managed
-/// root (then nothing here applies).
+/// root or the agent is down with `on_agent_down = "open"` (then nothing here applies).
 ///
 /// Fast path: the cgroup itself is enrolled (one lookup). Otherwise the nearest enrolled
 /// ancestor at most [`MAX_NESTING`] levels below the root decides, so a workload cannot escape
 /// its policy by creating a child cgroup; the root's own entry carries the default posture.
 #[inline(always)]
 pub fn resolve(cg: &impl Cgroups) -> Option<(Workload, u64)> {
+    if failed_open() {
+        return None;
+    }
     let cgroup_id = cg.id();
     // SAFETY: the map value is plain data and copied out at once.
     if let Some(w) = unsafe { WORKLOADS.get(cgroup_id) } {

@@ -22,7 +22,7 @@ pub use state::State;
 
 use crate::{
     api,
-    config::{Config, Posture},
+    config::{AgentDown, Config, Posture},
     datapath::{self, Datapath, DatapathError},
     identity::{WorkloadInfo, aws, cgroup, enrol::Changes, watch::CgroupWatcher},
     profile::KeyError,
@@ -60,6 +60,9 @@ pub enum AgentError {
         /// Why.
         source: std::io::Error,
     },
+    /// A thread of the agent could not be started.
+    #[error("starting a thread: {0}")]
+    Thread(std::io::Error),
     /// Reading kernel events failed.
     #[error("reading kernel events: {0}")]
     Events(std::io::Error),
@@ -80,6 +83,45 @@ pub struct Agent {
     state: Arc<Mutex<State>>,
     /// Decisions of the fanotify fallback, when it runs.
     file_events: Option<tokio::sync::mpsc::Receiver<enforcer_common::FileEvent>>,
+    /// Beats while the agent lives; dropping the agent stops it.
+    _heartbeat: HeartbeatThread,
+}
+
+/// The thread that keeps the kernel's heartbeat fresh, on its own so that no lock or busy
+/// runtime of the agent can make it look dead.
+struct HeartbeatThread {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HeartbeatThread {
+    fn start(mut heartbeat: datapath::Heartbeat) -> Result<Self, AgentError> {
+        heartbeat.beat()?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let period = Duration::from_nanos(enforcer_common::workload::HEARTBEAT_INTERVAL_NS);
+        let thread = std::thread::Builder::new()
+            .name("heartbeat".to_owned())
+            .spawn(move || {
+                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Err(error) = heartbeat.beat() {
+                        tracing::error!(%error, "writing the heartbeat");
+                    }
+                    std::thread::sleep(period);
+                }
+            })
+            .map_err(AgentError::Thread)?;
+        Ok(Self { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for HeartbeatThread {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Agent {
@@ -117,12 +159,16 @@ impl Agent {
                 None
             }
         };
+        // Beat before choosing the fail mode, so `open` never sees a stale heartbeat of ours.
+        let heartbeat = HeartbeatThread::start(datapath.take_heartbeat()?)?;
+        datapath.set_fail_open(config.on_agent_down == AgentDown::Open)?;
         // The root's own entry is what a not-yet-enrolled cgroup below it resolves to.
         datapath.set_workload(root_id, state::entry(&config, PENDING))?;
         datapath.set_root(root_id, level)?;
         let mut state = State::new(config, datapath, mount)?;
         state.reconcile()?;
-        Ok(Self { state: Arc::new(Mutex::new(state)), file_events })
+        state.prune(root_id)?;
+        Ok(Self { state: Arc::new(Mutex::new(state)), file_events, _heartbeat: heartbeat })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

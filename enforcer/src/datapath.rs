@@ -164,12 +164,13 @@ impl Datapath {
         // The file program reaches into `struct file`: its member offsets come from the running
         // kernel's BTF. Without them the file program is not attached (and says why).
         let offsets = btf::kernel_member_offset("file", "f_path")
-            .and_then(|p| Ok((p, btf::kernel_member_offset("file", "f_mode")?)));
-        let (f_path, f_mode) = offsets.clone().unwrap_or((0, 0));
+            .and_then(|p| Ok((p, btf::kernel_member_offset("file", "f_mode")?, btf::kernel_member_offset("file", "f_flags")?)));
+        let (f_path, f_mode, f_flags) = offsets.clone().unwrap_or((0, 0, 0));
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(layout.maps())
             .override_global("F_PATH_OFFSET", &f_path, true)
             .override_global("F_MODE_OFFSET", &f_mode, true)
+            .override_global("F_FLAGS_OFFSET", &f_flags, true)
             .load(OBJECT)?;
         let cgroup = std::fs::File::open(&opts.cgroup_root)
             .map_err(|source| DatapathError::Cgroup { path: opts.cgroup_root.clone(), source })?;
@@ -314,6 +315,24 @@ impl Datapath {
         self.config.set(0, cfg, 0).map_err(|source| DatapathError::Map { name: maps::CONFIG, source })
     }
 
+    /// What the pinned datapath does while no agent beats: `true` enforces nothing until an
+    /// agent is back (`on_agent_down = "open"`), `false` keeps enforcing the last state.
+    ///
+    /// # Errors
+    /// When the map write fails.
+    pub fn set_fail_open(&mut self, open: bool) -> Result<(), DatapathError> {
+        let cfg = AgentConfig { fail_open: u8::from(open), ..self.agent_config()? };
+        self.config.set(0, cfg, 0).map_err(|source| DatapathError::Map { name: maps::CONFIG, source })
+    }
+
+    /// The heartbeat map, for the thread that keeps it fresh.
+    ///
+    /// # Errors
+    /// When it was taken already.
+    pub fn take_heartbeat(&mut self) -> Result<Heartbeat, DatapathError> {
+        take_map(&mut self.ebpf, maps::HEARTBEAT).map(Heartbeat)
+    }
+
     /// Enrols (or updates) the workload whose cgroup id is `cgroup_id`.
     ///
     /// # Errors
@@ -391,6 +410,23 @@ impl Datapath {
             };
         }
         Ok(Counters { network: read(enforcer_common::event::KIND_NETWORK)?, file })
+    }
+}
+
+/// The agent's heartbeat in the kernel: the time of its last beat, which the programs compare
+/// with theirs when `on_agent_down = "open"`.
+pub struct Heartbeat(Array<MapData, u64>);
+
+impl Heartbeat {
+    /// Records "alive now".
+    ///
+    /// # Errors
+    /// When the clock or the map write fails.
+    pub fn beat(&mut self) -> Result<(), DatapathError> {
+        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map_err(|e| DatapathError::Map { name: maps::HEARTBEAT, source: MapError::SyscallError(aya::sys::SyscallError { call: "clock_gettime", io_error: e.into() }) })?;
+        let ns = u64::try_from(std::time::Duration::from(now).as_nanos()).unwrap_or(u64::MAX);
+        self.0.set(0, ns, 0).map_err(|source| DatapathError::Map { name: maps::HEARTBEAT, source })
     }
 }
 

@@ -362,27 +362,52 @@ impl AgentProcess {
             ),
         )
         .expect("config");
-        let log = std::fs::File::create(dir.join("agent.log")).expect("log file");
-        let child = Command::new(enforcer_bin())
+        let child = Self::spawn(&dir, &config);
+        let agent = Self { child, dir, config, socket, state_dir, pins: pins.path().to_owned() };
+        agent.wait_ready();
+        agent
+    }
+
+    fn spawn(dir: &Path, config: &Path) -> std::process::Child {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("agent.log")).expect("log file");
+        Command::new(enforcer_bin())
             .arg("run")
             .arg("--config")
-            .arg(&config)
+            .arg(config)
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", enforcer_bin().display()));
-        let agent = Self { child, dir, config, socket, state_dir, pins: pins.path().to_owned() };
+            .unwrap_or_else(|e| panic!("starting {}: {e}", enforcer_bin().display()))
+    }
+
+    fn wait_ready(&self) {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while std::time::Instant::now() < deadline {
             // Up once the API answers (status exits 1 when it reports a problem; that is an
             // answer too).
-            let (_, out, _) = agent.cli(&["status", "-o", "json"]);
+            let (_, out, _) = self.cli(&["status", "-o", "json"]);
             if out.trim_start().starts_with('{') {
-                return agent;
+                return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("the agent did not come up; its log:\n{}", agent.log());
+        panic!("the agent did not come up; its log:\n{}", self.log());
+    }
+
+    /// Kills the agent with SIGKILL (no clean-up of any kind) and waits for it to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the agent again on the same config, state and pins (after [`AgentProcess::kill`]);
+    /// returns once its API answers.
+    ///
+    /// # Panics
+    /// When it does not come up within 20 s.
+    pub fn restart(&mut self) {
+        self.child = Self::spawn(&self.dir, &self.config);
+        self.wait_ready();
     }
 
     /// Runs a query verb against this agent (`--socket` is added).

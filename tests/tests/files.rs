@@ -16,7 +16,7 @@ const CONFIG: &str = "default_file = \"allow\"\n[[workload]]\ncgroup = \"app\"\n
 /// linked on the host, and its loader and libraries are opened for exec and read.
 fn policy(d: &str, mode: &str) -> String {
     format!(
-        "kind: FilePolicy\nname: app-files\nmode: {mode}\nsubject: \"app=web\"\nrules:\n  - paths: [\"{d}/ro/\"]\n    access: [read]\n  - paths: [\"{d}/data/\"]\n    access: [read, write]\n  - paths: [\"{d}/ro/secret\"]\n    action: deny\n  - paths: [\"{d}/bin/\", \"/usr/lib/\", \"/lib/\", \"/lib64/\", \"/etc/ld.so.cache\"]\n    access: [read, exec]\n"
+        "kind: FilePolicy\nname: app-files\nmode: {mode}\nsubject: \"app=web\"\nrules:\n  - paths: [\"{d}/ro/\"]\n    access: [read]\n  - paths: [\"{d}/data/\"]\n    access: [read, write]\n  - paths: [\"{d}/ro/secret\"]\n    action: deny\n  - paths: [\"{d}/elsewhere/\"]\n    access: [read]\n  - paths: [\"{d}/bin/\", \"/usr/lib/\", \"/lib/\", \"/lib64/\", \"/etc/ld.so.cache\"]\n    access: [read, exec]\n"
     )
 }
 

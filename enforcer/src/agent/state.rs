@@ -73,6 +73,8 @@ impl State {
         let key = HostKey::load_or_create(&config.state_dir)?;
         let runtimes = RuntimeRoots { docker: config.docker_root.clone(), containerd: config.containerd_root.clone() };
         let mut enrolment = Enrolment::new(&config.cgroup_root, &config.workloads);
+        // A previous agent's numbering stays: the pinned rules are keyed by it.
+        enrolment.adopt(datapath.workloads()?.into_iter().map(|(cgroup_id, w)| (cgroup_id, w.identity)));
         if let Some(assigned) = load_labels(&config.state_dir.join(LABELS_FILE)) {
             enrolment.restore_assigned(assigned);
         }
@@ -99,6 +101,21 @@ impl State {
             started: Instant::now(),
             config,
         })
+    }
+
+    /// Removes kernel workload entries of cgroups that are no longer enrolled (left by a
+    /// previous agent for cgroups removed while it was down), keeping the root's.
+    ///
+    /// # Errors
+    /// When the map cannot be read or written.
+    pub(super) fn prune(&mut self, root_id: u64) -> Result<(), AgentError> {
+        let enrolled: std::collections::HashSet<u64> = self.enrolment.workloads().values().map(|w| w.cgroup_id).collect();
+        for id in self.datapath.workloads()?.into_keys() {
+            if id != root_id && !enrolled.contains(&id) {
+                self.datapath.remove_workload(id)?;
+            }
+        }
+        Ok(())
     }
 
     /// Rescans the cgroup tree, writes membership changes to the kernel, and refreshes every

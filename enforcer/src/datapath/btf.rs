@@ -1,6 +1,6 @@
 //! Struct member offsets from the running kernel's BTF (`/sys/kernel/btf/vmlinux`), so kernel
 //! programs that must reach into kernel structs (the file programs: `file->f_path`,
-//! `file->f_mode`) get the offsets of the kernel they run on, never ones hard-coded for one
+//! `file->f_mode`, `file->f_flags`) get the offsets of the kernel they run on, never ones hard-coded for one
 //! build. The format is `include/uapi/linux/btf.h`; only what offset lookup needs is read, and
 //! every length is checked, so a malformed blob is an error, not a panic.
 
@@ -216,7 +216,9 @@ mod tests {
         }
         let f_path = kernel_member_offset("file", "f_path").expect("file.f_path");
         let f_mode = kernel_member_offset("file", "f_mode").expect("file.f_mode");
+        let f_flags = kernel_member_offset("file", "f_flags").expect("file.f_flags");
         assert_ne!(f_path, f_mode);
+        assert_ne!(f_flags, f_mode);
         assert!(f_path < 512 && f_mode < 512, "{f_path} {f_mode}");
     }
 

@@ -48,6 +48,9 @@ pub struct Enrolment {
     facts: BTreeMap<String, Tags>,
     workloads: BTreeMap<String, WorkloadInfo>,
     next_identity: Identity,
+    /// Identities a previous agent gave cgroups (from the pinned workload map), kept so that
+    /// a restart renumbers nothing the kernel is enforcing.
+    adopted: BTreeMap<u64, Identity>,
 }
 
 /// Why labels could not be assigned.
@@ -75,6 +78,17 @@ impl Enrolment {
             facts: BTreeMap::new(),
             workloads: BTreeMap::new(),
             next_identity: FIRST_WORKLOAD,
+            adopted: BTreeMap::new(),
+        }
+    }
+
+    /// Takes over the identities a previous agent gave cgroups (`cgroup id → identity`, as the
+    /// pinned workload map holds them): a cgroup found again keeps its number. Entries below
+    /// [`FIRST_WORKLOAD`] (the root's pending entry) are ignored.
+    pub fn adopt(&mut self, previous: impl IntoIterator<Item = (u64, Identity)>) {
+        self.adopted = previous.into_iter().filter(|(_, id)| *id >= FIRST_WORKLOAD).collect();
+        if let Some(max) = self.adopted.values().max() {
+            self.next_identity = self.next_identity.max(max.saturating_add(1));
         }
     }
 
@@ -114,14 +128,14 @@ impl Enrolment {
                 continue;
             }
             let labels = self.labels_for(name);
-            let info = WorkloadInfo {
-                name: name.clone(),
-                cgroup_id,
-                identity: self.next_identity,
-                tags: labels.clone(),
-                labels,
+            let identity = match self.adopted.remove(&cgroup_id) {
+                Some(id) if !self.workloads.values().any(|w| w.identity == id) => id,
+                _ => {
+                    self.next_identity += 1;
+                    self.next_identity - 1
+                }
             };
-            self.next_identity += 1;
+            let info = WorkloadInfo { name: name.clone(), cgroup_id, identity, tags: labels.clone(), labels };
             self.workloads.insert(name.clone(), info.clone());
             changes.added.push(info);
         }
@@ -302,6 +316,19 @@ mod tests {
         assert!(before.values().all(|w| w.identity >= FIRST_WORKLOAD));
         assert_eq!(e.apply(&found), Changes::default());
         assert_eq!(e.workloads(), &before);
+    }
+
+    #[test]
+    fn adopted_identities_survive_and_new_ones_do_not_collide() {
+        let mut e = enrolment();
+        e.adopt([(10, 300), (11, 2), (99, 400)]);
+        let found = BTreeMap::from([("a".to_owned(), 10), ("b".to_owned(), 11), ("c".to_owned(), 12)]);
+        let changes = e.apply(&found);
+        assert_eq!(changes.added.len(), 3);
+        let w = e.workloads();
+        assert_eq!(w["a"].identity, 300, "a cgroup found again keeps its number");
+        assert!(w["b"].identity > 400 && w["c"].identity > 400, "new numbers above every adopted one: {w:?}");
+        assert_ne!(w["b"].identity, w["c"].identity);
     }
 
     #[test]

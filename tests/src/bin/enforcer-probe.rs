@@ -6,6 +6,8 @@
 //! ```text
 //! enforcer-probe [--netns NSFILE] [--cgroup DIR] OP
 //!   connect ADDR:PORT            # TCP connect
+//!   connect-every ADDR:PORT MS   # a TCP connect every MS ms until killed, one line each:
+//!                                #   "ok", "denied" (EPERM) or "error ..."
 //!   udp ADDR:PORT                # UDP connect + send
 //!   udp-ask ADDR:PORT            # UDP send "ping", wait up to 2 s for a reply
 //!   listen tcp|udp ADDR:PORT     # bind, print "listening ADDR:PORT", serve until killed
@@ -47,6 +49,21 @@ fn run(args: &[String]) -> io::Result<()> {
         [op, addr] if op == "connect" => {
             let addr: SocketAddr = addr.parse().map_err(|_| bad())?;
             TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map(drop)
+        }
+        [op, addr, ms] if op == "connect-every" => {
+            let addr: SocketAddr = addr.parse().map_err(|_| bad())?;
+            let period = Duration::from_millis(ms.parse().map_err(|_| bad())?);
+            let mut out = io::stdout().lock();
+            loop {
+                let line = match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                    Ok(_) => "ok".to_owned(),
+                    Err(e) if e.kind() == ErrorKind::PermissionDenied => "denied".to_owned(),
+                    Err(e) => format!("error {e}"),
+                };
+                writeln!(out, "{line}")?;
+                out.flush()?;
+                std::thread::sleep(period);
+            }
         }
         [op, addr] if op == "udp" => {
             connected_udp(addr.parse().map_err(|_| bad())?)?.send(b"probe").map(drop)
