@@ -2,9 +2,11 @@
 //! map and the workloads' tags in step with the system, serves the local API, and turns kernel
 //! events into logged flow events.
 //!
-//! Start-up order matters for "no gap": the datapath is loaded and attached first (reusing
-//! pinned maps, so the previous agent's state keeps applying), then the root and workloads are
-//! (re)written, and only then does the agent report itself live.
+//! Start-up order matters for "no gap": the datapath is loaded first (reusing the pinned maps
+//! of its layout, or creating fresh ones while an earlier version's programs keep enforcing
+//! from theirs), then the root, the workloads and the compiled policies are written, and only
+//! then are its programs attached in place of the earlier ones and the agent reports itself
+//! live.
 
 pub mod flows;
 mod policies;
@@ -139,26 +141,11 @@ impl Agent {
         let root_id = cgroup::id(&root).map_err(cg_err)?;
 
         let mut datapath =
-            Datapath::open(&datapath::Options { bpffs_dir: config.bpffs_dir.clone(), cgroup_root: root.clone() })?;
-        let down: Vec<String> = datapath
-            .network_down()
-            .map(|p| format!("{}: {}", p.hook, p.error.as_deref().unwrap_or_default()))
-            .collect();
-        if !down.is_empty() {
-            return Err(AgentError::NetworkDown(down.join("; ")));
-        }
-        // Without BPF LSM, files are enforced by answering fanotify permission events.
-        let settings = config.file_fallback.then(|| datapath::fanotify::Settings {
-            timeout: Duration::from_millis(config.file_timeout_ms),
-            timeout_verdict: verdict(config.file_timeout_verdict),
-        });
-        let file_events = match datapath.start_file_fallback(&mount, &root, settings) {
-            Ok(events) => events,
-            Err(error) => {
-                tracing::error!(%error, "file enforcement unavailable: neither BPF LSM nor fanotify");
-                None
-            }
-        };
+            Datapath::open(&datapath::Options {
+                bpffs_dir: config.bpffs_dir.clone(),
+                cgroup_root: root.clone(),
+                max_workloads: config.max_workloads,
+            })?;
         // Beat before choosing the fail mode, so `open` never sees a stale heartbeat of ours.
         let heartbeat = HeartbeatThread::start(datapath.take_heartbeat()?)?;
         datapath.set_fail_open(config.on_agent_down == AgentDown::Open)?;
@@ -168,6 +155,18 @@ impl Agent {
         let mut state = State::new(config, datapath, mount)?;
         state.reconcile()?;
         state.prune(root_id)?;
+        // The maps hold this agent's state: now its programs replace any earlier agent's.
+        state.datapath.attach();
+        let down: Vec<String> = state
+            .datapath
+            .network_down()
+            .map(|p| format!("{}: {}", p.hook, p.error.as_deref().unwrap_or_default()))
+            .collect();
+        if !down.is_empty() {
+            return Err(AgentError::NetworkDown(down.join("; ")));
+        }
+        // Without BPF LSM, files are enforced by answering fanotify permission events.
+        let file_events = state.start_file_fallback();
         Ok(Self { state: Arc::new(Mutex::new(state)), file_events, _heartbeat: heartbeat })
     }
 

@@ -131,6 +131,9 @@ pub struct Config {
     pub file_timeout_ms: u64,
     /// The verdict for an open of a workload under a `FilePolicy` not answered in time.
     pub file_timeout_verdict: Posture,
+    /// Capacity of the kernel's workload map (enrolled cgroups). Changing it gives the maps a
+    /// new layout, which a restart switches to without a gap.
+    pub max_workloads: u32,
     /// What the pinned datapath does with no agent alive.
     pub on_agent_down: AgentDown,
     /// Prometheus text endpoint; empty disables.
@@ -167,6 +170,7 @@ impl Default for Config {
             file_fallback: true,
             file_timeout_ms: 1000,
             file_timeout_verdict: Posture::Deny,
+            max_workloads: enforcer_common::maps::WORKLOADS_MAX,
             on_agent_down: AgentDown::Enforce,
             metrics_addr: "127.0.0.1:9464".to_owned(),
             log_format: LogFormat::Text,
@@ -232,6 +236,9 @@ impl Config {
                 "metrics_addr",
                 format!("{:?} is not an address like 127.0.0.1:9464 (empty disables)", self.metrics_addr),
             ));
+        }
+        if !(16..=1 << 20).contains(&self.max_workloads) {
+            return Err(invalid("max_workloads", format!("{} is outside 16..=1048576", self.max_workloads)));
         }
         if !(10..=60_000).contains(&self.file_timeout_ms) {
             return Err(invalid(

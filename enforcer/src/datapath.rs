@@ -8,6 +8,7 @@ mod attach;
 pub mod btf;
 pub mod bpffs;
 pub mod fanotify;
+pub mod layout;
 pub mod probe;
 pub mod tables;
 
@@ -48,6 +49,9 @@ pub enum DatapathError {
         /// Why.
         source: std::io::Error,
     },
+    /// The object shipped in this binary cannot be read.
+    #[error("{0}")]
+    Object(String),
     /// The object could not be loaded (maps created or reused).
     #[error("loading the eBPF object: {0}")]
     Load(#[from] aya::EbpfError),
@@ -82,6 +86,8 @@ pub struct Options {
     pub bpffs_dir: PathBuf,
     /// The managed cgroup root, where the network programs are attached.
     pub cgroup_root: PathBuf,
+    /// Capacity of the workload map.
+    pub max_workloads: u32,
 }
 
 /// Decision counters summed over CPUs.
@@ -118,6 +124,14 @@ pub struct Datapath {
     file_fallback: Option<fanotify::FileFallback>,
     /// Why the fallback is not running, when it was wanted or disabled.
     file_fallback_error: Option<String>,
+    /// What [`Datapath::attach`] needs, until it has run.
+    pending_attach: Option<PendingAttach>,
+}
+
+struct PendingAttach {
+    layout: bpffs::Layout,
+    cgroup: std::fs::File,
+    file_offsets: Option<String>,
 }
 
 /// How files are enforced on this host.
@@ -150,17 +164,19 @@ where
 }
 
 impl Datapath {
-    /// Loads the object (reusing pinned maps), attaches the network programs to the cgroup root
-    /// and the file program to its LSM hook, and pins programs and links.
-    ///
-    /// An enforcement point that cannot attach does not fail the call: it is recorded with its
-    /// error in [`Datapath::points`] so `status` reports it.
+    /// Loads the object, reusing the pinned maps of its layout (and the state in them) or
+    /// creating fresh ones beside another layout's. Nothing is attached yet: an earlier
+    /// agent's programs keep enforcing until [`Datapath::attach`], which the agent calls once
+    /// the maps hold its state.
     ///
     /// # Errors
     /// When bpffs cannot be prepared, the object cannot be loaded or a map is missing.
     pub fn open(opts: &Options) -> Result<Self, DatapathError> {
-        let layout = bpffs::Layout::prepare(&opts.bpffs_dir)
+        let capacities = [(maps::WORKLOADS, opts.max_workloads)];
+        let maps_layout = layout::id(OBJECT, &capacities).map_err(DatapathError::Object)?;
+        let layout = bpffs::Layout::prepare(&opts.bpffs_dir, &maps_layout)
             .map_err(|source| DatapathError::Bpffs { path: opts.bpffs_dir.clone(), source })?;
+        let reused = layout.has_maps();
         // The file program reaches into `struct file`: its member offsets come from the running
         // kernel's BTF. Without them the file program is not attached (and says why).
         let offsets = btf::kernel_member_offset("file", "f_path")
@@ -171,10 +187,11 @@ impl Datapath {
             .override_global("F_PATH_OFFSET", &f_path, true)
             .override_global("F_MODE_OFFSET", &f_mode, true)
             .override_global("F_FLAGS_OFFSET", &f_flags, true)
+            .map_max_entries(maps::WORKLOADS, opts.max_workloads)
             .load(OBJECT)?;
+        tracing::info!(layout = %maps_layout, reused, "datapath maps {}", if reused { "reused" } else { "created" });
         let cgroup = std::fs::File::open(&opts.cgroup_root)
             .map_err(|source| DatapathError::Cgroup { path: opts.cgroup_root.clone(), source })?;
-        let points = attach::all(&mut ebpf, cgroup.as_fd(), &layout, offsets.err());
         let tables = Tables::adopt(
             take_map(&mut ebpf, maps::NET_RULES)?,
             take_map(&mut ebpf, maps::NET_RANGES)?,
@@ -186,11 +203,28 @@ impl Datapath {
             config: take_map(&mut ebpf, maps::CONFIG)?,
             tables,
             counters: take_map(&mut ebpf, maps::COUNTERS)?,
-            points,
+            points: Vec::new(),
             ebpf,
             file_fallback: None,
             file_fallback_error: None,
+            pending_attach: Some(PendingAttach { layout, cgroup, file_offsets: offsets.err() }),
         })
+    }
+
+    /// Attaches the network programs to the cgroup root and the file program to its LSM hook,
+    /// replacing an earlier agent's links without a gap, pins programs and links, and removes
+    /// maps of other layouts (no program reads them any more). A no-op the second time.
+    ///
+    /// An enforcement point that cannot attach does not fail the call: it is recorded with its
+    /// error in [`Datapath::points`] so `status` reports it.
+    pub fn attach(&mut self) {
+        let Some(p) = self.pending_attach.take() else { return };
+        self.points = attach::all(&mut self.ebpf, p.cgroup.as_fd(), &p.layout, p.file_offsets);
+        match p.layout.remove_other_maps() {
+            Ok(removed) if !removed.is_empty() => tracing::info!(?removed, "maps of other layouts removed"),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "removing maps of other layouts"),
+        }
     }
 
     fn agent_config(&self) -> Result<AgentConfig, DatapathError> {

@@ -480,12 +480,29 @@ pub fn datapath(root: &TestCgroup, pins: &TestPins) -> enforcer::datapath::Datap
     let mut dp = enforcer::datapath::Datapath::open(&enforcer::datapath::Options {
         bpffs_dir: pins.path().to_owned(),
         cgroup_root: root.path().to_owned(),
+        max_workloads: enforcer_common::maps::WORKLOADS_MAX,
     })
     .expect("datapath opens");
     let mount = cgroup::v2_mount().expect("cgroup v2");
     let level = cgroup::level(&mount, root.path()).expect("level");
     dp.set_root(cgroup::id(root.path()).expect("root id"), level).expect("set root");
+    dp.attach();
     dp
+}
+
+/// Where the map `name` is pinned under `pins` (`maps/<layout>/<name>`, for the one layout
+/// there is).
+///
+/// # Panics
+/// When there is not exactly one layout directory.
+#[must_use]
+pub fn pinned_map(pins: &TestPins, name: &str) -> PathBuf {
+    let layouts: Vec<PathBuf> = std::fs::read_dir(pins.path().join("maps"))
+        .expect("maps dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(layouts.len(), 1, "one map layout pinned: {layouts:?}");
+    layouts[0].join(name)
 }
 
 /// The kernel's id of cgroup `dir`.

@@ -17,7 +17,7 @@ use enforcer_tests::{
 const SVC: &str = "[[workload]]\ncgroup = \"svc\"\nlabels = { app = \"svc\", env = \"test\" }\n";
 
 fn kernel_workloads(pins: &TestPins) -> aya::maps::HashMap<aya::maps::MapData, u64, Workload> {
-    let data = aya::maps::MapData::from_pin(pins.path().join("maps/ENF_WORKLOADS")).expect("pinned workload map");
+    let data = aya::maps::MapData::from_pin(enforcer_tests::pinned_map(pins, "ENF_WORKLOADS")).expect("pinned workload map");
     let map = aya::maps::Map::from_map_data(data).expect("map");
     aya::maps::HashMap::try_from(map).expect("hash map")
 }

@@ -101,6 +101,49 @@ fn no_gap_across_a_sigkill_and_restart() {
     assert_eq!(agent.cli(&["status"]).0, 0, "the restarted agent reports no problem: {}", agent.cli(&["status"]).2);
 }
 
+/// A new agent whose maps have another layout (here: another workload map capacity, as a new
+/// version with changed maps would) starts over an old one's pins: it fills fresh maps while the
+/// old programs keep enforcing, swaps its programs in, and removes the old maps.
+#[test]
+fn upgrade_to_a_new_map_layout_without_a_gap() {
+    if !can_run("upgrade_to_a_new_map_layout_without_a_gap", privileged_unavailable()) {
+        return;
+    }
+    let root = TestCgroup::new();
+    let pins = TestPins::new();
+    let server = TcpServer::start("127.0.0.1:0");
+    let target = server.addr().to_string();
+    let mut agent = AgentProcess::start(&root, &pins, &format!("default_network = \"deny\"\n{WORKLOADS}"));
+    allow_policy(&agent, server.addr().port());
+    let (allowed, denied) = (root.child("allowed"), root.child("denied"));
+    assert!(eventually(Duration::from_secs(3), || probe(Some(&allowed), &["connect", &target]) == Outcome::Ok));
+    let layouts = || -> Vec<String> {
+        std::fs::read_dir(pins.path().join("maps"))
+            .expect("maps dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let old = layouts();
+    assert_eq!(old.len(), 1, "{old:?}");
+
+    let (a, d) = (Prober::start(&allowed, &target), Prober::start(&denied, &target));
+    std::thread::sleep(Duration::from_millis(300));
+    agent.kill();
+    let mut config = std::fs::read_to_string(&agent.config).expect("config");
+    config.insert_str(0, "max_workloads = 4096\n");
+    std::fs::write(&agent.config, config).expect("config");
+    agent.restart();
+    std::thread::sleep(Duration::from_secs(1));
+    let (a, d) = (a.stop(), d.stop());
+    let wrong_a: Vec<&String> = a.iter().filter(|l| *l != "ok").collect();
+    let wrong_d: Vec<&String> = d.iter().filter(|l| *l != "denied").collect();
+    assert!(a.len() >= 10 && wrong_a.is_empty(), "allowed attempts that failed: {wrong_a:?} of {}", a.len());
+    assert!(d.len() >= 10 && wrong_d.is_empty(), "denied attempts that were not denied: {wrong_d:?} of {}", d.len());
+    let new = layouts();
+    assert_eq!(new.len(), 1, "only the new layout's maps are left: {new:?}");
+    assert_ne!(new, old, "the maps were replaced");
+}
+
 #[test]
 fn on_agent_down_enforce_keeps_enforcing() {
     if !can_run("on_agent_down_enforce_keeps_enforcing", privileged_unavailable()) {

@@ -103,6 +103,26 @@ impl State {
         })
     }
 
+    /// Starts the fanotify file fallback when `lsm/file_open` did not attach (and the config
+    /// allows it), and puts the compiled file rules in force there. Returns its events.
+    pub(super) fn start_file_fallback(&mut self) -> Option<tokio::sync::mpsc::Receiver<enforcer_common::FileEvent>> {
+        let settings = self.config.file_fallback.then(|| crate::datapath::fanotify::Settings {
+            timeout: std::time::Duration::from_millis(self.config.file_timeout_ms),
+            timeout_verdict: verdict(self.config.file_timeout_verdict),
+        });
+        match self.datapath.start_file_fallback(&self.mount, &self.config.cgroup_root, settings) {
+            Ok(Some(events)) => {
+                self.recompile();
+                Some(events)
+            }
+            Ok(None) => None,
+            Err(error) => {
+                tracing::error!(%error, "file enforcement unavailable: neither BPF LSM nor fanotify");
+                None
+            }
+        }
+    }
+
     /// Removes kernel workload entries of cgroups that are no longer enrolled (left by a
     /// previous agent for cgroups removed while it was down), keeping the root's.
     ///

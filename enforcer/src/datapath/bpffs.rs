@@ -1,4 +1,5 @@
-//! The pin directory on the bpf filesystem: `maps/`, `progs/` and `links/` under `bpffs_dir`.
+//! The pin directory on the bpf filesystem: `maps/<layout>/`, `progs/` and `links/` under
+//! `bpffs_dir`.
 
 use std::{
     io,
@@ -19,27 +20,59 @@ const DEFAULT_BPFFS: &str = "/sys/fs/bpf";
 #[derive(Clone, Debug)]
 pub struct Layout {
     root: PathBuf,
+    /// The map layout id of the object (see `datapath::layout`).
+    maps_layout: String,
 }
 
 impl Layout {
     /// Makes sure `root` is on a bpf filesystem (mounting `/sys/fs/bpf` if that is where it
-    /// belongs and nothing is mounted yet) and creates the pin directories.
+    /// belongs and nothing is mounted yet) and creates the pin directories, with the maps of
+    /// layout `maps_layout` in `maps/<maps_layout>/`.
     ///
     /// # Errors
     /// When `root` is not on bpffs and cannot be, or a directory cannot be created.
-    pub fn prepare(root: &Path) -> io::Result<Self> {
+    pub fn prepare(root: &Path, maps_layout: &str) -> io::Result<Self> {
         ensure_bpffs(root)?;
-        let layout = Self { root: root.to_owned() };
+        let layout = Self { root: root.to_owned(), maps_layout: maps_layout.to_owned() };
         for dir in [layout.maps(), layout.root.join("progs"), layout.root.join("links")] {
             std::fs::create_dir_all(dir)?;
         }
         Ok(layout)
     }
 
-    /// Directory of pinned maps, one file per map name.
+    /// Directory of this layout's pinned maps, one file per map name.
     #[must_use]
     pub fn maps(&self) -> PathBuf {
-        self.root.join("maps")
+        self.root.join("maps").join(&self.maps_layout)
+    }
+
+    /// Whether maps of this layout were pinned before (by an earlier agent).
+    #[must_use]
+    pub fn has_maps(&self) -> bool {
+        std::fs::read_dir(self.maps()).is_ok_and(|mut d| d.next().is_some())
+    }
+
+    /// Removes the maps of every other layout (left by an agent of another version, whose
+    /// programs are detached by now); returns the layouts removed.
+    ///
+    /// # Errors
+    /// When one cannot be removed.
+    pub fn remove_other_maps(&self) -> io::Result<Vec<String>> {
+        let mut removed = Vec::new();
+        for entry in std::fs::read_dir(self.root.join("maps"))? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == self.maps_layout {
+                continue;
+            }
+            if entry.file_type()?.is_dir() {
+                std::fs::remove_dir_all(entry.path())?;
+            } else {
+                std::fs::remove_file(entry.path())?;
+            }
+            removed.push(name);
+        }
+        Ok(removed)
     }
 
     /// Pin path of program `name`.
