@@ -9,6 +9,7 @@
 //! live.
 
 pub mod flows;
+pub mod metrics;
 mod policies;
 mod state;
 
@@ -59,6 +60,14 @@ pub enum AgentError {
     Socket {
         /// The configured socket.
         path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The metrics address could not be bound.
+    #[error("metrics_addr {addr}: {source}")]
+    Metrics {
+        /// The configured address.
+        addr: String,
         /// Why.
         source: std::io::Error,
     },
@@ -207,6 +216,15 @@ impl Agent {
         let api_task = tokio::spawn(api::server::serve(listener, Arc::clone(&self.state), async {
             let _ = api_stopped.await;
         }));
+        let metrics = if config.metrics_addr.is_empty() {
+            None
+        } else {
+            let listener = tokio::net::TcpListener::bind(&config.metrics_addr)
+                .await
+                .map_err(|source| AgentError::Metrics { addr: config.metrics_addr.clone(), source })?;
+            self.lock().metrics_addr = listener.local_addr().ok();
+            Some(tokio::spawn(metrics::serve(listener, Arc::clone(&self.state))))
+        };
         let reader = tokio::spawn(flows::read(ring, self.file_events.take(), names, log));
         let aws = tokio::spawn(ec2_identity(config.imds_url.clone(), Arc::clone(&self.state)));
         {
@@ -239,6 +257,9 @@ impl Agent {
         let _ = stop_api.send(());
         let _ = api_task.await;
         reader.abort();
+        if let Some(m) = metrics {
+            m.abort();
+        }
         aws.abort();
         let _ = std::fs::remove_file(&config.socket);
         tracing::info!(

@@ -126,6 +126,7 @@ pub struct Datapath {
     file_fallback_error: Option<String>,
     /// What [`Datapath::attach`] needs, until it has run.
     pending_attach: Option<PendingAttach>,
+    max_workloads: u32,
 }
 
 struct PendingAttach {
@@ -208,6 +209,7 @@ impl Datapath {
             file_fallback: None,
             file_fallback_error: None,
             pending_attach: Some(PendingAttach { layout, cgroup, file_offsets: offsets.err() }),
+            max_workloads: opts.max_workloads,
         })
     }
 
@@ -412,6 +414,15 @@ impl Datapath {
     pub fn set_net_rule(&mut self, key: NetRuleKey, value: NetRuleValue) -> Result<(), DatapathError> {
         let key = NetRuleKey { generation: self.generation()?, ..key };
         self.tables.rules.insert(key, value, 0).map_err(|source| DatapathError::Map { name: maps::NET_RULES, source })
+    }
+
+    /// How full each pinned map is: (name, entries, capacity).
+    #[must_use]
+    pub fn fill_levels(&self) -> Vec<(&'static str, usize, u32)> {
+        let workloads = self.workloads.keys().flatten().count();
+        let mut out = vec![(maps::WORKLOADS, workloads, self.max_workloads)];
+        out.extend(self.tables.fill_levels());
+        out
     }
 
     /// Decision counters, summed over CPUs.

@@ -351,14 +351,15 @@ impl AgentProcess {
         std::fs::write(
             &config,
             format!(
-                "cgroup_root = {:?}\nbpffs_dir = {:?}\nsocket = {:?}\nstate_dir = {:?}\npolicy_dir = {:?}\nmetrics_addr = \"\"\n{}{extra}\n",
+                "cgroup_root = {:?}\nbpffs_dir = {:?}\nsocket = {:?}\nstate_dir = {:?}\npolicy_dir = {:?}\n{}{}{extra}\n",
                 root.path(),
                 pins.path(),
                 socket,
                 state_dir,
                 dir.join("policies"),
-                // Tests never reach for the real link-local IMDS address.
+                // Tests never reach for the real link-local IMDS address, nor take a fixed port.
                 if extra.contains("imds_url") { "" } else { "imds_url = \"\"\n" },
+                if extra.contains("metrics_addr") { "" } else { "metrics_addr = \"\"\n" },
             ),
         )
         .expect("config");

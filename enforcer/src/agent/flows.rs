@@ -44,16 +44,28 @@ pub type SharedNames = Arc<RwLock<Names>>;
 pub struct EventLog {
     recent: Mutex<VecDeque<(SystemTime, events::Event)>>,
     live: broadcast::Sender<events::Event>,
+    delivered: std::sync::atomic::AtomicU64,
 }
 
 impl Default for EventLog {
     fn default() -> Self {
-        Self { recent: Mutex::new(VecDeque::with_capacity(1024)), live: broadcast::channel(4096).0 }
+        Self {
+            recent: Mutex::new(VecDeque::with_capacity(1024)),
+            live: broadcast::channel(4096).0,
+            delivered: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 }
 
 impl EventLog {
+    /// Events delivered since the agent started.
+    #[must_use]
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn push(&self, e: events::Event) {
+        self.delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut recent = self.recent.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if recent.len() == KEPT {
             recent.pop_front();

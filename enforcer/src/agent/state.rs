@@ -62,6 +62,13 @@ pub struct State {
     last_apply: String,
     apply_error: Option<String>,
     started: Instant,
+    /// The last compile and the last compile-and-write.
+    compile_time: std::time::Duration,
+    apply_time: std::time::Duration,
+    applies: u64,
+    apply_failures: u64,
+    /// Where the metrics are served, once bound.
+    pub(super) metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl State {
@@ -99,6 +106,11 @@ impl State {
             last_apply: "never".to_owned(),
             apply_error: None,
             started: Instant::now(),
+            compile_time: std::time::Duration::ZERO,
+            apply_time: std::time::Duration::ZERO,
+            applies: 0,
+            apply_failures: 0,
+            metrics_addr: None,
             config,
         })
     }
@@ -199,8 +211,12 @@ impl State {
         let compiled = compile::compile(&self.policies.network(), &endpoints);
         let files = compile::files::compile_files(&self.policies.file(), &endpoints);
         let compile_time = started.elapsed();
-        match self.datapath.apply(&compiled, &files) {
+        let applied = self.datapath.apply(&compiled, &files);
+        self.compile_time = compile_time;
+        self.apply_time = started.elapsed();
+        match applied {
             Ok(stats) => {
+                self.applies += 1;
                 let took = started.elapsed();
                 tracing::info!(
                     written = stats.written, removed = stats.removed, generation = stats.generation,
@@ -224,6 +240,7 @@ impl State {
                 self.dirty = false;
             }
             Err(error) => {
+                self.apply_failures += 1;
                 tracing::error!(%error, "writing policy state failed; the previous state stays in force");
                 self.apply_error = Some(error.to_string());
             }
@@ -415,6 +432,37 @@ impl State {
             policies: u32::try_from(self.policies.count()).unwrap_or(u32::MAX),
             policy_errors: self.policies.errors().iter().cloned().chain(self.apply_error.clone()).collect(),
             last_apply: self.last_apply.clone(),
+            events_delivered: self.events.delivered(),
+            on_agent_down: format!("{:?}", self.config.on_agent_down).to_lowercase(),
+            metrics: self.metrics_addr.map_or_else(|| "disabled".to_owned(), |a| format!("http://{a}/metrics")),
+        })
+    }
+
+    /// What the Prometheus endpoint reports.
+    ///
+    /// # Errors
+    /// When the kernel counters cannot be read.
+    pub fn metrics(&self) -> Result<super::metrics::Snapshot, crate::datapath::DatapathError> {
+        Ok(super::metrics::Snapshot {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            counters: self.datapath.counters()?,
+            events_delivered: self.events.delivered(),
+            workloads: self.enrolment.workloads().len(),
+            policies: self.policies.count(),
+            policy_errors: self.policies.errors().len() + usize::from(self.apply_error.is_some()),
+            compile_seconds: self.compile_time.as_secs_f64(),
+            apply_seconds: self.apply_time.as_secs_f64(),
+            applies: self.applies,
+            apply_failures: self.apply_failures,
+            maps: self.datapath.fill_levels(),
+            points: self.datapath.points().iter().map(|p| (p.hook.to_owned(), p.attached())).collect(),
+            file_mechanism: match self.datapath.file_enforcement() {
+                FileEnforcement::BpfLsm => "bpf-lsm",
+                FileEnforcement::Fanotify(_) => "fanotify",
+                FileEnforcement::Unavailable(_) => "unavailable",
+            }
+            .to_owned(),
         })
     }
 

@@ -22,6 +22,9 @@ pub fn run(q: &Query) -> anyhow::Result<i32> {
             println!("host key      {}", s.key_id);
             println!("ec2 identity  {}", s.aws);
             println!("files         {}", s.file_enforcement);
+            println!("agent down    {} (what the kernel does while no agent runs)", s.on_agent_down);
+            println!("metrics       {}", s.metrics);
+            println!("events        {} delivered", s.events_delivered);
             println!("policies      {} (last applied: {})", s.policies, s.last_apply);
             for e in &s.policy_errors {
                 println!("policy error  {e}");
@@ -70,6 +73,9 @@ fn json(s: &proto::StatusReply) -> serde_json::Value {
         "policy_errors": s.policy_errors,
         "last_apply": s.last_apply,
         "file_enforcement": s.file_enforcement,
+        "on_agent_down": s.on_agent_down,
+        "metrics": s.metrics,
+        "events_delivered": s.events_delivered,
         "problems": s.problems,
         "enforcement_points": s.points.iter().map(|p| serde_json::json!({
             "name": p.name, "hook": p.hook, "attached": p.attached,

@@ -95,6 +95,20 @@ pub struct Tables {
     mirrors: [Mirror; 2],
 }
 
+impl Tables {
+    /// Entries in each policy map (both generations), with its capacity.
+    #[must_use]
+    pub fn fill_levels(&self) -> [(&'static str, usize, u32); 4] {
+        let sum = |f: fn(&Mirror) -> usize| self.mirrors.iter().map(f).sum::<usize>();
+        [
+            (maps::NET_RULES, sum(|m| m.exact.len()), maps::NET_RULES_MAX),
+            (maps::NET_RANGES, sum(|m| m.blocks.len()), maps::NET_RANGES_MAX),
+            (maps::IPCACHE, sum(|m| m.ipcache.len()), maps::IPCACHE_MAX),
+            (maps::FILE_RULES, sum(|m| m.files.len()), maps::FILE_RULES_MAX),
+        ]
+    }
+}
+
 fn map_err(name: &'static str) -> impl Fn(MapError) -> DatapathError {
     move |source| DatapathError::Map { name, source }
 }

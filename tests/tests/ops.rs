@@ -1,0 +1,71 @@
+//! Operating the agent: status fields, Prometheus metrics moving with decisions, JSON logs and
+//! the rotated flow log. Runs on the host and in the VM.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    time::Duration,
+};
+
+use enforcer_tests::{AgentProcess, Outcome, TcpServer, TestCgroup, TestPins, can_run, eventually, privileged_unavailable, probe};
+
+const SVC: &str = "[[workload]]\ncgroup = \"svc\"\nlabels = { app = \"svc\" }\n";
+
+/// `GET path` over plain HTTP/1.1; returns (status code, body).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("response");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, body.to_owned())
+}
+
+fn sample(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{body}"))
+}
+
+#[test]
+fn status_and_metrics_follow_decisions() {
+    if !can_run("status_and_metrics_follow_decisions", privileged_unavailable()) {
+        return;
+    }
+    let root = TestCgroup::new();
+    let pins = TestPins::new();
+    let server = TcpServer::start("127.0.0.1:0");
+    let target = server.addr().to_string();
+    let svc = root.child("svc");
+    let agent = AgentProcess::start(&root, &pins, &format!("metrics_addr = \"127.0.0.1:0\"\n{SVC}"));
+    let (code, out, err) = agent.cli(&["status", "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let status: serde_json::Value = serde_json::from_str(&out).expect("status json");
+    for key in ["version", "uptime_seconds", "enforcement_points", "file_enforcement", "workloads", "policies", "policy_errors", "last_apply", "events_delivered", "counters", "on_agent_down"] {
+        assert!(!status[key].is_null(), "status has {key}: {status}");
+    }
+    assert_eq!(status["on_agent_down"], "enforce");
+    let url = status["metrics"].as_str().expect("metrics url");
+    let addr = url.strip_prefix("http://").and_then(|u| u.strip_suffix("/metrics")).unwrap_or_else(|| panic!("{url}"));
+
+    let (code, before) = http_get(addr, "/metrics");
+    assert_eq!(code, 200);
+    let denies = "enforcer_decisions_total{kind=\"network\",verdict=\"deny\"}";
+    let n = sample(&before, denies);
+    assert!(sample(&before, "enforcer_workloads") >= 1.0);
+    assert!(sample(&before, "enforcer_map_capacity{map=\"ENF_WORKLOADS\"}") > 0.0);
+    assert!(sample(&before, "enforcer_enforcement_point_up{hook=\"cgroup/connect4\"}") > 0.5, "connect4 is up");
+
+    for _ in 0..3 {
+        assert_eq!(probe(Some(&svc), &["connect", &target]), Outcome::Denied);
+    }
+    let (_, after) = http_get(addr, "/metrics");
+    assert!(sample(&after, denies) >= n + 3.0, "deny counter moved: {n} → {}", sample(&after, denies));
+    assert!(
+        eventually(Duration::from_secs(3), || sample(&http_get(addr, "/metrics").1, "enforcer_events_delivered_total") >= 3.0),
+        "events delivered are counted"
+    );
+    assert_eq!(http_get(addr, "/other").0, 404);
+}
