@@ -8,6 +8,7 @@
 //! then are its programs attached in place of the earlier ones and the agent reports itself
 //! live.
 
+pub mod flowlog;
 pub mod flows;
 pub mod metrics;
 mod policies;
@@ -68,6 +69,14 @@ pub enum AgentError {
     Metrics {
         /// The configured address.
         addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The flow log could not be opened.
+    #[error("flow_log {path}: {source}")]
+    FlowLog {
+        /// The configured file.
+        path: PathBuf,
         /// Why.
         source: std::io::Error,
     },
@@ -225,7 +234,13 @@ impl Agent {
             self.lock().metrics_addr = listener.local_addr().ok();
             Some(tokio::spawn(metrics::serve(listener, Arc::clone(&self.state))))
         };
-        let reader = tokio::spawn(flows::read(ring, self.file_events.take(), names, log));
+        let flow_log = if config.flow_log.is_empty() {
+            None
+        } else {
+            let path = PathBuf::from(&config.flow_log);
+            Some(flowlog::FlowLog::open(&path, config.flow_log_max_bytes).map_err(|source| AgentError::FlowLog { path, source })?)
+        };
+        let reader = tokio::spawn(flows::read(ring, self.file_events.take(), names, log, flow_log));
         let aws = tokio::spawn(ec2_identity(config.imds_url.clone(), Arc::clone(&self.state)));
         {
             let s = self.lock();

@@ -144,6 +144,8 @@ pub struct Config {
     pub log_allowed: bool,
     /// Optional rotated JSON file of flow events; empty disables.
     pub flow_log: String,
+    /// Size at which `flow_log` is rotated (to `.1`, `.2`, `.3`).
+    pub flow_log_max_bytes: u64,
     /// Docker's data root, read for container metadata.
     pub docker_root: PathBuf,
     /// containerd's state directory, read for container metadata.
@@ -176,6 +178,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             log_allowed: false,
             flow_log: String::new(),
+            flow_log_max_bytes: 100 << 20,
             docker_root: PathBuf::from("/var/lib/docker"),
             containerd_root: PathBuf::from("/run/containerd"),
             imds_url: "http://169.254.169.254".to_owned(),
@@ -236,6 +239,12 @@ impl Config {
                 "metrics_addr",
                 format!("{:?} is not an address like 127.0.0.1:9464 (empty disables)", self.metrics_addr),
             ));
+        }
+        if !self.flow_log.is_empty() && !Path::new(&self.flow_log).is_absolute() {
+            return Err(invalid("flow_log", format!("{:?} is not an absolute path (empty disables)", self.flow_log)));
+        }
+        if self.flow_log_max_bytes < 4096 {
+            return Err(invalid("flow_log_max_bytes", format!("{} is below 4096", self.flow_log_max_bytes)));
         }
         if !(16..=1 << 20).contains(&self.max_workloads) {
             return Err(invalid("max_workloads", format!("{} is outside 16..=1048576", self.max_workloads)));

@@ -69,3 +69,45 @@ fn status_and_metrics_follow_decisions() {
     );
     assert_eq!(http_get(addr, "/other").0, 404);
 }
+
+#[test]
+fn json_logs_and_the_flow_log_file() {
+    if !can_run("json_logs_and_the_flow_log_file", privileged_unavailable()) {
+        return;
+    }
+    let root = TestCgroup::new();
+    let pins = TestPins::new();
+    let server = TcpServer::start("127.0.0.1:0");
+    let target = server.addr().to_string();
+    let svc = root.child("svc");
+    let dir = tempfile::tempdir().expect("tmp");
+    let flow_log = dir.path().join("flows.json");
+    let agent = AgentProcess::start(
+        &root,
+        &pins,
+        &format!("log_format = \"json\"\nflow_log = {:?}\nflow_log_max_bytes = 4096\n{SVC}", flow_log.to_str().expect("utf-8")),
+    );
+    // About 350 bytes each: enough to rotate twice, not enough to drop a file.
+    for _ in 0..25 {
+        assert_eq!(probe(Some(&svc), &["connect", &target]), Outcome::Denied);
+    }
+    let lines = |p: &std::path::Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(p).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}"))).collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(3), || {
+            let all = ["flows.json", "flows.json.1", "flows.json.2", "flows.json.3"];
+            all.iter().map(|f| lines(&dir.path().join(f)).len()).sum::<usize>() >= 25 && dir.path().join("flows.json.1").exists()
+        }),
+        "every flow event in the rotated flow log: {:?}",
+        std::fs::read_dir(dir.path()).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+    );
+    let event = lines(&flow_log).into_iter().last().expect("an event");
+    assert_eq!(event["verdict"], "deny");
+    assert_eq!(event["workload"], "svc");
+    assert!(std::fs::metadata(&flow_log).expect("flow log").len() <= 4096);
+
+    let log = agent.log();
+    let records: Vec<serde_json::Value> = log.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("log line {l:?} is not JSON: {e}"))).collect();
+    assert!(records.iter().any(|r| r["message"] == "enforcement live"), "{log}");
+}

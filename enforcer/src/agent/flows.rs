@@ -14,7 +14,7 @@ use tokio::{
     sync::{broadcast, mpsc},
 };
 
-use super::AgentError;
+use super::{AgentError, flowlog::FlowLog};
 use crate::{
     events,
     policy::compile::{RuleInfo, files::FileRuleInfo},
@@ -104,12 +104,25 @@ pub(super) async fn read(
     mut user: Option<mpsc::Receiver<FileEvent>>,
     names: SharedNames,
     log: Arc<EventLog>,
+    mut file: Option<FlowLog>,
 ) -> Result<(), AgentError> {
     let clock = events::Clock::now().map_err(|e| AgentError::Events(e.into()))?;
-    let handle = |record: &events::Record| {
+    let handle = |record: &events::Record, file: &mut Option<FlowLog>| {
         let event = describe(record, &clock, &names);
         log_event(&event);
+        if let Some(f) = file
+            && let Err(error) = serde_json::to_string(&event).map_err(std::io::Error::from).and_then(|l| f.write(&l))
+        {
+            tracing::error!(%error, "writing the flow log");
+        }
         log.push(event);
+    };
+    let flush = |file: &mut Option<FlowLog>| {
+        if let Some(f) = file
+            && let Err(error) = f.flush()
+        {
+            tracing::error!(%error, "writing the flow log");
+        }
     };
     // SAFETY: the ring buffer owns its map fd for its whole life and `as_raw_fd` always
     // returns that same fd, which is what `register_with_interest` requires.
@@ -123,14 +136,16 @@ pub(super) async fn read(
                 let ring = guard.get_inner_mut();
                 while let Some(item) = ring.next() {
                     match events::decode(&item) {
-                        Ok(record) => handle(&record),
+                        Ok(record) => handle(&record, &mut file),
                         Err(error) => tracing::error!(%error, "undecodable kernel event"),
                     }
                 }
                 guard.clear_ready();
+                flush(&mut file);
             }
             Some(event) = async { user.as_mut()?.recv().await }, if user.is_some() => {
-                handle(&events::Record::File(event));
+                handle(&events::Record::File(event), &mut file);
+                flush(&mut file);
             }
         }
     }
