@@ -88,13 +88,13 @@ mod tests {
         let path = dir.path().join("flows.json");
         let mut log = FlowLog::open(&path, 100).expect("open");
         for i in 0..40 {
-            log.write(&format!("{{\"n\":{i:04}}}")).expect("write");
+            log.write(&format!("{{\"n\":\"{i:04}\"}}")).expect("write");
         }
         log.flush().expect("flush");
         let read = |p: &Path| std::fs::read_to_string(p).expect("read");
         let current = read(&path);
         assert!(current.len() <= 100, "{}", current.len());
-        assert!(current.ends_with("{\"n\":0039}\n"));
+        assert!(current.ends_with("{\"n\":\"0039\"}\n"), "{current}");
         for n in 1..=KEEP {
             let text = read(&log.rotated(n));
             assert!(!text.is_empty() && text.len() <= 100);
