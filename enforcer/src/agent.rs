@@ -11,6 +11,7 @@
 pub mod flowlog;
 pub mod flows;
 pub mod metrics;
+mod notify;
 mod policies;
 mod state;
 
@@ -253,6 +254,7 @@ impl Agent {
                 "enforcement live"
             );
         }
+        notify::notify("READY=1\nSTATUS=enforcement live");
         tokio::pin!(shutdown);
         let mut tick = tokio::time::interval(RESCAN_INTERVAL);
         let result = loop {
@@ -269,6 +271,7 @@ impl Agent {
                 }
             }
         };
+        notify::notify("STOPPING=1");
         let _ = stop_api.send(());
         let _ = api_task.await;
         reader.abort();

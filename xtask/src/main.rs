@@ -33,6 +33,9 @@ enum Command {
         #[arg(long)]
         release: bool,
     },
+    /// Build the release binary statically linked into target/dist/enforcer, for the container
+    /// image (deploy/container/Containerfile) and for copying to hosts.
+    Dist,
     /// Build, then run the agent in the foreground on examples/enforcer.toml.
     Run {
         /// Configuration file to run with instead of the example.
@@ -56,6 +59,10 @@ fn main() {
     let result = match cli.command {
         Command::Setup => setup::run().map(|_| 0),
         Command::Build { release } => process::build_agent(release).map(|_| 0),
+        Command::Dist => process::build_dist().map(|p| {
+            println!("{}", p.display());
+            0
+        }),
         Command::Run { config } => run::run(config),
         Command::Test => Ok(test::run(test::Tiers::All)),
         Command::VmTest => Ok(test::run(test::Tiers::VmOnly)),

@@ -67,3 +67,27 @@ pub fn build_agent(release: bool) -> anyhow::Result<PathBuf> {
     status(&mut cmd)?;
     Ok(root().join("target").join(if release { "release" } else { "debug" }).join("enforcer"))
 }
+
+/// The target of static builds (glibc with `crt-static`), shared with the VM tier.
+pub const STATIC_TARGET: &str = "x86_64-unknown-linux-gnu";
+/// Rustflags of static builds.
+pub const STATIC_RUSTFLAGS: &str = "-C target-feature=+crt-static -C debuginfo=0";
+
+/// Builds the static release binary and copies it to `target/dist/enforcer`.
+///
+/// # Errors
+/// When the build or the copy fails.
+pub fn build_dist() -> anyhow::Result<PathBuf> {
+    crate::setup::ensure_build_tools()?;
+    status(
+        cargo()
+            .args(["build", "--release", "--package", "enforcer", "--bin", "enforcer", "--target", STATIC_TARGET])
+            .env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS", STATIC_RUSTFLAGS),
+    )?;
+    let built = root().join("target").join(STATIC_TARGET).join("release/enforcer");
+    let dist = root().join("target/dist");
+    std::fs::create_dir_all(&dist)?;
+    let out = dist.join("enforcer");
+    std::fs::copy(&built, &out)?;
+    Ok(out)
+}

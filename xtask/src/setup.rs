@@ -3,7 +3,10 @@
 //! - `rust-src` for the nightly toolchain (the eBPF crate is built with `-Z build-std=core`);
 //! - bpf-linker, built from crates.io against the nightly toolchain's own libLLVM (no LLVM 22
 //!   package exists for this distribution), cached in `<cache>/bpf-linker-<version>/`;
-//! - the Debian packages of the VM tier: qemu-system-x86, busybox-static, cpio;
+//! - the Debian packages of the VM tier (qemu-system-x86, busybox-static, cpio) and of the
+//!   deploy checks (systemd, for `systemd-analyze verify`);
+//! - kubernetes-validate from `PyPI` (the Kubernetes schemas it bundles check the manifests), in a
+//!   virtualenv at `<cache>/kubernetes-validate/`;
 //! - the Debian 6.12 cloud kernel, downloaded once and unpacked in `<cache>/kernels/`.
 
 use std::{
@@ -20,9 +23,15 @@ use crate::process::{cache_dir, output, status};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The VM tier's kernel: Debian's meta package, resolved to the newest concrete version.
 const KERNEL_META_PACKAGE: &str = "linux-image-6.12-cloud-amd64";
-/// Debian packages the VM tier needs, with a file each one installs (to check for presence).
-const VM_PACKAGES: [(&str, &str); 3] =
-    [("qemu-system-x86", "/usr/bin/qemu-system-x86_64"), ("busybox-static", "/bin/busybox"), ("cpio", "/bin/cpio")];
+/// Debian packages the tests need, with a file each one installs (to check for presence).
+const PACKAGES: [(&str, &str); 4] = [
+    ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
+    ("busybox-static", "/bin/busybox"),
+    ("cpio", "/bin/cpio"),
+    ("systemd", "/usr/bin/systemd-analyze"),
+];
+/// The manifest checker, pinned.
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 
 static APT_UPDATED: AtomicBool = AtomicBool::new(false);
 
@@ -40,7 +49,8 @@ pub struct VmKernel {
 /// When a step cannot complete.
 pub fn run() -> anyhow::Result<VmKernel> {
     ensure_build_tools()?;
-    ensure_vm_packages()?;
+    ensure_packages()?;
+    ensure_kubernetes_validate()?;
     ensure_kernel()
 }
 
@@ -129,8 +139,8 @@ fn apt_update() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ensure_vm_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = VM_PACKAGES
+fn ensure_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = PACKAGES
         .iter()
         .filter(|(pkg, file)| {
             let present = dpkg_installed(pkg) && Path::new(file).exists();
@@ -149,6 +159,25 @@ fn ensure_vm_packages() -> anyhow::Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// Where `kubernetes-validate` is installed (the tests look for it there).
+#[must_use]
+pub fn kubernetes_validate() -> PathBuf {
+    cache_dir().join("kubernetes-validate/bin/kubernetes-validate")
+}
+
+fn ensure_kubernetes_validate() -> anyhow::Result<()> {
+    let bin = kubernetes_validate();
+    let present = bin.is_file();
+    step("kubernetes-validate", present);
+    if present {
+        return Ok(());
+    }
+    let venv = cache_dir().join("kubernetes-validate");
+    status(Command::new("python3").args(["-m", "venv"]).arg(&venv)).context("creating the virtualenv")?;
+    status(Command::new(venv.join("bin/pip")).args(["install", "-q", KUBERNETES_VALIDATE]))
+        .context("installing kubernetes-validate from PyPI")
 }
 
 fn kernels_dir() -> PathBuf {

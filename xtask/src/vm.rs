@@ -18,7 +18,7 @@ use crate::{
     test::Tally,
 };
 
-const TARGET: &str = "x86_64-unknown-linux-gnu";
+use crate::process::{STATIC_RUSTFLAGS, STATIC_TARGET as TARGET};
 /// Marker lines the VM's init prints around each test binary.
 const MARK: &str = "ENFORCER-VM:";
 /// Upper bound for one VM run (boot plus every test under TCG).
@@ -36,7 +36,6 @@ struct Binaries {
 /// which [`stage_modules`] checks.
 const MODULES: [&str; 4] = ["net/llc/llc", "net/802/stp", "net/bridge/bridge", "drivers/net/veth"];
 
-const STATIC_RUSTFLAGS: &str = "-C target-feature=+crt-static -C debuginfo=0";
 
 /// Builds the integration tests and the probe as static executables.
 fn build_static() -> anyhow::Result<Binaries> {

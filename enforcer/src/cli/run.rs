@@ -20,6 +20,10 @@ pub struct RunArgs {
     /// Remove everything pinned under `bpffs_dir` and exit, instead of running.
     #[arg(long)]
     pub cleanup: bool,
+    /// Only validate the configuration: print it with every default filled in and exit 0, or
+    /// name the file, line and key at fault and exit 1.
+    #[arg(long, conflicts_with = "cleanup")]
+    pub check: bool,
 }
 
 /// Loads the configuration named by `--config` or the default location.
@@ -52,12 +56,22 @@ fn init_tracing(format: LogFormat) {
 /// When the configuration is invalid or enforcement cannot be brought up.
 pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     let config = load_config(args.config.as_ref())?;
+    if args.check {
+        print!("{}", toml::to_string(&config).context("printing the configuration")?);
+        return Ok(0);
+    }
     init_tracing(config.log_format);
     if args.cleanup {
         let removed = agent::uninstall(&config.bpffs_dir)
             .with_context(|| format!("removing {}", config.bpffs_dir.display()))?;
         tracing::info!(bpffs_dir = %config.bpffs_dir.display(), removed, "cleanup done");
         return Ok(0);
+    }
+    // Before any thread exists: setns applies to the calling thread only.
+    match crate::identity::cgroup::join_init_cgroup_namespace() {
+        Ok(true) => tracing::info!("joined the host's cgroup namespace (PID 1's)"),
+        Ok(false) => {}
+        Err(error) => tracing::warn!(%error, "cannot join the host's cgroup namespace; cgroup paths are this container's"),
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

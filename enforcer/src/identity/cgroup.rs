@@ -35,6 +35,25 @@ pub fn id(dir: &Path) -> io::Result<u64> {
     Ok(std::fs::metadata(dir)?.ino())
 }
 
+/// Joins PID 1's cgroup namespace when this process has another one: in a container with its
+/// own cgroup namespace (Kubernetes' default on cgroup v2) that sees the host's processes
+/// (`hostPID`), cgroup paths in `/proc/PID/cgroup` would otherwise be relative to the
+/// container's cgroup and not name the host's cgroups. Call before any thread starts.
+/// Returns whether it switched.
+///
+/// # Errors
+/// When the namespaces cannot be read or joined.
+pub fn join_init_cgroup_namespace() -> io::Result<bool> {
+    let own = std::fs::metadata("/proc/self/ns/cgroup")?.ino();
+    let Ok(init) = std::fs::metadata("/proc/1/ns/cgroup") else { return Ok(false) };
+    if init.ino() == own {
+        return Ok(false);
+    }
+    let ns = std::fs::File::open("/proc/1/ns/cgroup")?;
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWCGROUP)?;
+    Ok(true)
+}
+
 /// Level of `dir` in the hierarchy mounted at `mount` (the mount root is level 0).
 ///
 /// # Errors
