@@ -52,7 +52,7 @@ fn systemd_unit_verifies() {
     assert!(ok && out.trim().is_empty(), "systemd-analyze verify: {out}");
 }
 
-/// The `|` block under `key:` in a ConfigMap, unindented.
+/// The `|` block under `key:` in a `ConfigMap`, unindented.
 fn block(yaml: &str, key: &str) -> String {
     let mut lines = yaml.lines().skip_while(|l| l.trim() != format!("{key}: |"));
     let header = lines.next().unwrap_or_else(|| panic!("no {key} block"));
