@@ -21,6 +21,10 @@ pub enum ApiError {
     /// The request is invalid; the message says how to fix it.
     #[error("{0}")]
     InvalidArgument(String),
+    /// The request is valid but the agent's state does not allow it (the message says what
+    /// would).
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// The agent failed internally.
     #[error("{0}")]
     Internal(String),
@@ -31,6 +35,7 @@ impl From<ApiError> for tonic::Status {
         match e {
             ApiError::NotFound(m) => Self::not_found(m),
             ApiError::InvalidArgument(m) => Self::invalid_argument(m),
+            ApiError::FailedPrecondition(m) => Self::failed_precondition(m),
             ApiError::Internal(m) => Self::internal(m),
         }
     }

@@ -29,6 +29,9 @@ pub fn validate_workload_name(name: &str) -> Result<(), String> {
     if name.len() > 4096 {
         return Err(format!("workload name is {} bytes long, at most 4096", name.len()));
     }
+    if name.chars().any(char::is_control) {
+        return Err(format!("workload name {name:?} contains a control character"));
+    }
     for part in name.split('/') {
         if part.is_empty() || part == "." || part == ".." {
             return Err(format!(

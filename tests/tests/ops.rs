@@ -111,3 +111,91 @@ fn json_logs_and_the_flow_log_file() {
     let records: Vec<serde_json::Value> = log.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("log line {l:?} is not JSON: {e}"))).collect();
     assert!(records.iter().any(|r| r["message"] == "enforcement live"), "{log}");
 }
+
+/// Asserts that `r` was refused with `code` and a message containing `words`.
+fn check<T>(r: Result<tonic::Response<T>, tonic::Status>, code: tonic::Code, words: &str) {
+    let Err(status) = r else { panic!("accepted; expected {code:?} with {words:?}") };
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(status.message().contains(words), "{words:?} in {:?}", status.message());
+}
+
+/// Bad input on the API, sent raw (the CLI would catch some of it first): each answered with
+/// the gRPC code that says whose fault it is and a message naming what is wrong, and none of it
+/// changes what is enforced.
+#[test]
+fn the_api_refuses_bad_input_with_the_right_code() {
+    use enforcer::api::proto::{self, PolicyFile};
+    use tonic::Code;
+
+    if !can_run("the_api_refuses_bad_input_with_the_right_code", privileged_unavailable()) {
+        return;
+    }
+    let root = TestCgroup::new();
+    let pins = TestPins::new();
+    let _svc = root.child("svc");
+    let agent = AgentProcess::start(&root, &pins, SVC);
+    std::fs::create_dir_all(agent.dir().join("policies")).expect("policy_dir");
+    std::fs::write(
+        agent.dir().join("policies/local.yaml"),
+        "kind: NetworkPolicy\nname: local\nsubject: \"app=svc\"\negress:\n  - toCIDR: [\"127.0.0.1/32\"]\n",
+    )
+    .expect("policy_dir file");
+    assert!(eventually(Duration::from_secs(3), || agent.cli(&["policy", "list"]).1.contains("local")));
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let mut api = enforcer::api::client::connect(&agent.socket).await.expect("connect");
+        let profile = |w: &str| proto::GetProfileRequest { workload: w.to_owned() };
+        check(api.get_profile(profile("../etc")).await, Code::InvalidArgument, "not a plain relative cgroup path");
+        check(api.get_profile(profile("a\u{1}b")).await, Code::InvalidArgument, "control character");
+        check(api.get_profile(profile("nosuch")).await, Code::NotFound, "enforcer workloads");
+
+        let label = |w: &str, pairs: &[(&str, &str)]| proto::LabelRequest {
+            workload: w.to_owned(),
+            labels: pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        };
+        check(api.label(label("svc", &[("@sys:uid", "0")])).await, Code::InvalidArgument, "starts with `@`");
+        check(api.label(label("svc", &[("bad key", "x")])).await, Code::InvalidArgument, "may contain only");
+        let many: Vec<(String, String)> = (0..65).map(|i| (format!("k{i}"), "v".to_owned())).collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        check(api.label(label("svc", &many)).await, Code::InvalidArgument, "at most 64");
+        check(api.label(label("nosuch", &[("a", "b")])).await, Code::NotFound, "nosuch");
+
+        let apply = |files: Vec<(&str, String)>| proto::ApplyRequest {
+            files: files.into_iter().map(|(name, content)| PolicyFile { name: name.to_owned(), content }).collect(),
+        };
+        let valid = "kind: NetworkPolicy\nname: p\nsubject: \"app=svc\"\negress:\n  - toCIDR: [\"10.0.0.0/8\"]\n".to_owned();
+        check(api.apply_policies(apply(vec![])).await, Code::InvalidArgument, "no policy files");
+        check(api.apply_policies(apply(vec![("p.txt", valid.clone())])).await, Code::InvalidArgument, "*.yaml");
+        check(api.apply_policies(apply(vec![(".hidden.yaml", valid.clone())])).await, Code::InvalidArgument, "must not start with `.`");
+        check(api.apply_policies(apply(vec![("a b.yaml", valid.clone())])).await, Code::InvalidArgument, "may contain only");
+        check(api.apply_policies(apply(vec![("big.yaml", "#".repeat(2 << 20))])).await, Code::InvalidArgument, "at most 1048576");
+        check(api.apply_policies(apply(vec![("x/p.yaml", valid.clone()), ("p.yaml", valid.clone())])).await, Code::InvalidArgument, "two files named p.yaml");
+        check(
+            api.apply_policies(apply(vec![("bad.yaml", "kind: NetworkPolicy\nname: q\nsubject: \"app=svc\"\negress:\n  - ports: [\"tcp/0\"]\n".into())])).await,
+            Code::InvalidArgument,
+            "bad.yaml:5",
+        );
+
+        let delete = |n: &str| proto::DeletePolicyRequest { name: n.to_owned() };
+        check(api.delete_policy(delete("")).await, Code::InvalidArgument, "1 to 253 characters");
+        check(api.delete_policy(delete("nosuch")).await, Code::NotFound, "enforcer policy list");
+        check(api.delete_policy(delete("local")).await, Code::FailedPrecondition, "policy_dir");
+
+        let explain = |direction: &str, address: &str, port: u32, protocol: &str| proto::ExplainRequest {
+            workload: "svc".into(),
+            direction: direction.into(),
+            address: address.into(),
+            port,
+            protocol: protocol.into(),
+        };
+        check(api.explain(explain("sideways", "127.0.0.1", 80, "tcp")).await, Code::InvalidArgument, "egress or ingress");
+        check(api.explain(explain("egress", "not-an-ip", 80, "tcp")).await, Code::InvalidArgument, "not an IP address");
+        check(api.explain(explain("egress", "127.0.0.1", 0, "tcp")).await, Code::InvalidArgument, "1..=65535");
+        check(api.explain(explain("egress", "127.0.0.1", 80, "sctp")).await, Code::InvalidArgument, "tcp or udp");
+    });
+    let (code, out, _) = agent.cli(&["policy", "list", "-o", "json"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("local") && !out.contains("\"p\""), "nothing refused was applied: {out}");
+    assert_eq!(agent.cli(&["status"]).0, 0, "{}", agent.cli(&["status"]).2);
+}

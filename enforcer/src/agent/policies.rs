@@ -150,14 +150,28 @@ impl PolicyStore {
         if files.is_empty() {
             return Err(ApiError::InvalidArgument("no policy files given".into()));
         }
+        if files.len() > MAX_FILES {
+            return Err(ApiError::InvalidArgument(format!(
+                "{} policy files in one request, at most {MAX_FILES}; apply them in several",
+                files.len()
+            )));
+        }
         let mut names = Vec::new();
         let mut errors = Vec::new();
         let mut stored = Vec::new();
+        let mut bases = std::collections::BTreeSet::new();
         for (name, content) in files {
             let base = Path::new(name).file_name().and_then(|b| b.to_str()).unwrap_or_default();
-            let yaml = Path::new(base).extension().is_some_and(|e| e == "yaml" || e == "yml");
-            if !yaml {
-                errors.push(format!("{name}: policy files must be named *.yaml or *.yml"));
+            if let Err(why) = check_file_name(base) {
+                errors.push(format!("{name:?}: {why}"));
+                continue;
+            }
+            if !bases.insert(base) {
+                errors.push(format!("{name}: two files named {base} in one request"));
+                continue;
+            }
+            if content.len() > MAX_FILE_BYTES {
+                errors.push(format!("{name}: {} bytes, at most {MAX_FILE_BYTES} per policy file", content.len()));
                 continue;
             }
             match parse::parse_str(Path::new(name), content) {
@@ -198,12 +212,17 @@ impl PolicyStore {
     /// [`ApiError::NotFound`] for an unknown name; [`ApiError::InvalidArgument`] for a policy
     /// that comes from `policy_dir` or shares its applied file with others.
     pub fn delete(&mut self, name: &str) -> Result<(), ApiError> {
+        if name.is_empty() || name.len() > MAX_NAME || name.chars().any(char::is_control) {
+            return Err(ApiError::InvalidArgument(format!(
+                "policy name {name:?} must be 1 to {MAX_NAME} characters without control characters"
+            )));
+        }
         let Some(policy) = self.policies.iter().find(|p| p.name() == name) else {
             return Err(ApiError::NotFound(format!("no policy named {name:?} is in force; `enforcer policy list` shows them")));
         };
         let file = policy.source().file.clone();
         if !file.starts_with(&self.applied) {
-            return Err(ApiError::InvalidArgument(format!(
+            return Err(ApiError::FailedPrecondition(format!(
                 "policy {name:?} comes from {} in policy_dir; remove it from that file",
                 file.display()
             )));
@@ -211,7 +230,7 @@ impl PolicyStore {
         let others: Vec<&str> =
             self.policies.iter().filter(|p| p.source().file == file && p.name() != name).map(Policy::name).collect();
         if !others.is_empty() {
-            return Err(ApiError::InvalidArgument(format!(
+            return Err(ApiError::FailedPrecondition(format!(
                 "policy {name:?} was applied in one file with {}; apply that file again without it",
                 others.join(", ")
             )));
@@ -220,6 +239,29 @@ impl PolicyStore {
         self.refresh(true);
         Ok(())
     }
+}
+
+/// Most policy files one apply may carry.
+const MAX_FILES: usize = 256;
+/// Largest policy file accepted through the API.
+const MAX_FILE_BYTES: usize = 1 << 20;
+/// Longest policy name accepted.
+const MAX_NAME: usize = 253;
+
+/// The stored name of an applied file: `*.yaml` or `*.yml`, letters, digits, `-`, `_`, `.`,
+/// not hidden.
+fn check_file_name(base: &str) -> Result<(), String> {
+    let yaml = Path::new(base).extension().is_some_and(|e| e == "yaml" || e == "yml");
+    if !yaml {
+        return Err("policy files must be named *.yaml or *.yml".into());
+    }
+    if base.starts_with('.') || base.len() > MAX_NAME {
+        return Err(format!("a policy file name must not start with `.` and be at most {MAX_NAME} characters"));
+    }
+    if !base.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        return Err("a policy file name may contain only letters, digits, `-`, `_` and `.`".into());
+    }
+    Ok(())
 }
 
 fn write_atomic(path: &Path, content: &str) -> std::io::Result<()> {

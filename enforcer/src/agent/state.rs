@@ -31,6 +31,9 @@ use crate::{
     profile::{self, HostKey, Profile, PublicKey, SignedProfile},
 };
 
+/// Most labels one `label` request may assign.
+const MAX_LABELS: usize = 64;
+
 /// File in `state_dir` holding labels assigned with `enforcer label`.
 const LABELS_FILE: &str = "labels.json";
 
@@ -359,6 +362,9 @@ impl State {
     /// [`ApiError::InvalidArgument`] for a refused label, [`ApiError::NotFound`] for an
     /// unknown workload, [`ApiError::Internal`] when the labels cannot be saved.
     pub fn label(&mut self, name: &str, labels: &Tags) -> Result<WorkloadInfo, ApiError> {
+        if labels.len() > MAX_LABELS {
+            return Err(ApiError::InvalidArgument(format!("{} labels in one request, at most {MAX_LABELS}", labels.len())));
+        }
         let w = self.find(name)?.name.clone();
         let changed = self.enrolment.assign(&w, labels).map_err(|e| match e {
             LabelError::UnknownWorkload(_) => ApiError::NotFound(e.to_string()),

@@ -26,6 +26,7 @@ fn code_text(code: tonic::Code) -> &'static str {
     match code {
         tonic::Code::NotFound => "not found",
         tonic::Code::InvalidArgument => "invalid argument",
+        tonic::Code::FailedPrecondition => "refused",
         tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => "permission denied",
         tonic::Code::Unavailable => "agent unavailable",
         _ => "agent error",
