@@ -53,8 +53,11 @@ pub struct NetEvent {
     pub header: EventHeader,
     /// 4 or 6: how the caller addressed the remote side. Addresses are IPv4-mapped for 4.
     pub family: u8,
+    /// Ingress TCP SYNs with a cluster configured: the identity token's result, a
+    /// [`crate::token::counter`] slot + 1 (1: verified). 0: not checked.
+    pub token: u8,
     /// Reserved, zero.
-    pub _pad: [u8; 3],
+    pub _pad: [u8; 2],
     /// Local port, host byte order (0 when not bound yet).
     pub src_port: u16,
     /// Remote port, host byte order.

@@ -13,7 +13,10 @@ pub const WORLD: Identity = 1;
 pub const HOST: Identity = 2;
 /// A cgroup below the managed root whose tags are not known yet: it gets the default posture.
 pub const PENDING: Identity = 3;
-/// The first identity number the agent assigns to a workload (up to [`FIRST_CIDR`]).
+/// The first identity number the agent assigns to a workload (up to [`FIRST_REMOTE`]).
 pub const FIRST_WORKLOAD: Identity = 256;
+/// The first identity number given to a verified workload of another agent (up to
+/// [`FIRST_CIDR`]).
+pub const FIRST_REMOTE: Identity = 0x0010_0000;
 /// The first identity number of the range given to CIDR prefixes named in policies.
 pub const FIRST_CIDR: Identity = 0x0100_0000;

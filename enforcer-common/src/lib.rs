@@ -10,6 +10,7 @@ pub mod file;
 pub mod identity;
 pub mod maps;
 pub mod net;
+pub mod token;
 pub mod verdict;
 pub mod workload;
 
@@ -17,6 +18,7 @@ pub use event::{EventHeader, FileEvent, NetEvent};
 pub use file::{FileKey, FileValue};
 pub use identity::Identity;
 pub use net::{FlowKey, IpcacheKey, NetRuleKey, NetRuleValue, RangeKey};
+pub use token::{ClusterConfig, PeerKey, RemoteKey};
 pub use verdict::Verdict;
 pub use workload::{AgentConfig, Workload};
 
@@ -27,7 +29,10 @@ mod pod {
     //! SAFETY (for every impl below): each type is `#[repr(C)]`, `Copy`, contains only integers
     //! and integer arrays, has explicit padding fields and no implicit padding (checked by the
     //! `size_of` assertions next to each type), so every bit pattern is a valid value.
-    use super::{AgentConfig, FileEvent, FileKey, FileValue, FlowKey, IpcacheKey, NetEvent, NetRuleKey, NetRuleValue, RangeKey, Workload};
+    use super::{
+        AgentConfig, ClusterConfig, FileEvent, FileKey, FileValue, FlowKey, IpcacheKey, NetEvent, NetRuleKey, NetRuleValue,
+        PeerKey, RangeKey, RemoteKey, Workload,
+    };
 
     unsafe impl aya::Pod for Workload {}
     unsafe impl aya::Pod for AgentConfig {}
@@ -40,4 +45,7 @@ mod pod {
     unsafe impl aya::Pod for FileValue {}
     unsafe impl aya::Pod for NetEvent {}
     unsafe impl aya::Pod for FileEvent {}
+    unsafe impl aya::Pod for PeerKey {}
+    unsafe impl aya::Pod for RemoteKey {}
+    unsafe impl aya::Pod for ClusterConfig {}
 }

@@ -13,6 +13,34 @@ pub const CONFIG: &str = "ENF_CONFIG";
 /// One-element array: the agent's last heartbeat, `CLOCK_MONOTONIC` nanoseconds (`u64`).
 pub const HEARTBEAT: &str = "ENF_HEARTBEAT";
 
+/// One-element array holding [`crate::ClusterConfig`] (this agent's id for tokens).
+pub const CLUSTER: &str = "ENF_CLUSTER";
+
+/// Peer agent id (`u32`) → [`crate::PeerKey`]: pairwise token keys.
+pub const PEER_KEYS: &str = "ENF_PEER_KEYS";
+/// Capacity of [`PEER_KEYS`].
+pub const PEER_KEYS_MAX: u32 = 4096;
+
+/// Address (IPv4-mapped for IPv4, 16 bytes) → agent id (`u32`) of the peer whose workloads
+/// have it: whom a SYN to that address is stamped for.
+pub const PEER_ADDRS: &str = "ENF_PEER_ADDRS";
+/// Capacity of [`PEER_ADDRS`].
+pub const PEER_ADDRS_MAX: u32 = 65_536;
+
+/// [`crate::RemoteKey`] → local identity (`u32`) of a verified remote workload.
+pub const REMOTE_IDS: &str = "ENF_REMOTE_IDS";
+/// Capacity of [`REMOTE_IDS`].
+pub const REMOTE_IDS_MAX: u32 = 65_536;
+
+/// LRU hash: socket cookie (`u64`) → profile serial (`u32`) of the workload that connected it,
+/// for stamping its SYN (retransmissions run outside the workload's context).
+pub const SOCK_SERIALS: &str = "ENF_SOCK_SERIAL";
+/// Capacity of [`SOCK_SERIALS`].
+pub const SOCK_SERIALS_MAX: u32 = 65_536;
+
+/// Per-CPU array of token counters, indexed by [`crate::token::counter`].
+pub const TOKEN_COUNTERS: &str = "ENF_TOKEN_CNT";
+
 /// [`crate::NetRuleKey`] → [`crate::NetRuleValue`].
 pub const NET_RULES: &str = "ENF_NET_RULES";
 /// Capacity of [`NET_RULES`].

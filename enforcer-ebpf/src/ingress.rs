@@ -2,6 +2,9 @@
 //! UDP datagram for an enrolled workload's socket by its source; 0 drops it, 1 passes it.
 //! Everything else passes: packets of established TCP connections (their SYN was judged on
 //! the way out or in), non-first fragments, ICMP (neighbour discovery must keep working).
+//!
+//! With a cluster configured, a SYN's sender is the workload its identity token names once the
+//! token verifies (`token::check`); otherwise it is judged by its source address alone.
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -15,7 +18,7 @@ use enforcer_common::{
     net::{DIR_INGRESS, PROTO_TCP, PROTO_UDP, v4_mapped},
 };
 
-use crate::{decide, maps::UDP_FLOWS, report, workload};
+use crate::{decide, maps::UDP_FLOWS, report, token, workload};
 
 const PASS: i32 = 1;
 const DROP: i32 = 0;
@@ -74,10 +77,28 @@ fn try_ingress(ctx: &SkBuffContext) -> Option<i32> {
     let sport = u16::from_be(ctx.load(h.l4).ok()?);
     let dport = u16::from_be(ctx.load(h.l4 + 2).ok()?);
     let mut flow = None;
+    let generation = decide::generation();
+    let mut remote = decide::remote_identity(generation, h.src);
+    // 0: no token check (UDP, or no cluster); otherwise the `token::counter` slot + 1.
+    let mut token_result = 0u8;
     if h.proto == PROTO_TCP {
         let flags: u8 = ctx.load(h.l4 + 13).ok()?;
         if flags & TCP_SYN == 0 || flags & TCP_ACK != 0 {
             return None;
+        }
+        if token::enabled() {
+            let syn = token::Syn { l4: h.l4, src: h.src, dst: h.dst, sport, dport };
+            let (slot, id) = token::check(ctx, &syn);
+            // Verified: the sender is the workload its token names. Otherwise it is judged by
+            // its address alone, so only CIDR rules admit it.
+            if slot == enforcer_common::token::counter::VERIFIED {
+                remote = id;
+            }
+            token::count(slot);
+            #[expect(clippy::cast_possible_truncation, reason = "fewer than 255 slots")]
+            {
+                token_result = slot as u8 + 1;
+            }
         }
     } else {
         let key = FlowKey {
@@ -93,8 +114,6 @@ fn try_ingress(ctx: &SkBuffContext) -> Option<i32> {
         }
         flow = Some(key);
     }
-    let generation = decide::generation();
-    let remote = decide::remote_identity(generation, h.src);
     let (verdict, rule_id) = decide::decide(generation, DIR_INGRESS, &w, remote, h.proto, dport);
     report::count(KIND_NETWORK, verdict as u8);
     if report::wanted(verdict, &w) {
@@ -106,7 +125,7 @@ fn try_ingress(ctx: &SkBuffContext) -> Option<i32> {
             ..report::header(KIND_NETWORK, verdict, &w, cgroup_id, false)
         };
         let event =
-            NetEvent { header, family: h.family, _pad: [0; 3], src_port: sport, dst_port: dport, src: h.src, dst: h.dst };
+            NetEvent { header, family: h.family, token: token_result, _pad: [0; 2], src_port: sport, dst_port: dport, src: h.src, dst: h.dst };
         report::emit(KIND_NETWORK, &event);
     }
     if !verdict.passes() {

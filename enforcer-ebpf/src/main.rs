@@ -6,6 +6,7 @@
 //! - [`net`]: `cgroup/connect4/6`, `sendmsg4/6`, the egress verdict per connect or UDP send.
 //! - [`ingress`]: `cgroup_skb/ingress`, the verdict per inbound TCP SYN or UDP datagram.
 //! - [`file`]: `lsm/file_open`, the verdict per file open.
+//! - [`token`]: `sock_ops` stamping identity tokens on SYNs, and their check on ingress.
 //! - [`report`]: decision counters and events into the ring buffer.
 //!
 //! Map layouts and names come from `enforcer-common`; the agent fills the maps.
@@ -25,6 +26,7 @@ mod ingress;
 mod maps;
 mod net;
 mod report;
+mod token;
 mod workload;
 
 /// The kernel requires a GPL-compatible license for BPF-LSM programs and some helpers.

@@ -9,8 +9,13 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use enforcer_common::{
-    AgentConfig, FileKey, FileValue, FlowKey, IpcacheKey, NetRuleKey, NetRuleValue, RangeKey, Workload,
-    maps::{COUNTERS_LEN, EVENTS_BYTES, FILE_RULES_MAX, IPCACHE_MAX, NET_RANGES_MAX, NET_RULES_MAX, UDP_FLOWS_MAX, WORKLOADS_MAX},
+    AgentConfig, ClusterConfig, FileKey, FileValue, FlowKey, IpcacheKey, NetRuleKey, NetRuleValue, PeerKey, RangeKey,
+    RemoteKey, Workload,
+    maps::{
+        COUNTERS_LEN, EVENTS_BYTES, FILE_RULES_MAX, IPCACHE_MAX, NET_RANGES_MAX, NET_RULES_MAX, PEER_ADDRS_MAX,
+        PEER_KEYS_MAX, REMOTE_IDS_MAX, SOCK_SERIALS_MAX, UDP_FLOWS_MAX, WORKLOADS_MAX,
+    },
+    token::counter,
 };
 
 #[map(name = "ENF_WORKLOADS")]
@@ -48,3 +53,21 @@ pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_BYTES, 0);
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(COUNTERS_LEN, 0);
 
 
+
+#[map(name = "ENF_CLUSTER")]
+pub static CLUSTER: Array<ClusterConfig> = Array::pinned(1, 0);
+
+#[map(name = "ENF_PEER_KEYS")]
+pub static PEER_KEYS: HashMap<u32, PeerKey> = HashMap::pinned(PEER_KEYS_MAX, 0);
+
+#[map(name = "ENF_PEER_ADDRS")]
+pub static PEER_ADDRS: HashMap<[u8; 16], u32> = HashMap::pinned(PEER_ADDRS_MAX, 0);
+
+#[map(name = "ENF_REMOTE_IDS")]
+pub static REMOTE_IDS: HashMap<RemoteKey, u32> = HashMap::pinned(REMOTE_IDS_MAX, 0);
+
+#[map(name = "ENF_SOCK_SERIAL")]
+pub static SOCK_SERIALS: LruHashMap<u64, u32> = LruHashMap::pinned(SOCK_SERIALS_MAX, 0);
+
+#[map(name = "ENF_TOKEN_CNT")]
+pub static TOKEN_COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(counter::LEN, 0);

@@ -12,10 +12,10 @@ use aya_ebpf::{
 use enforcer_common::{
     EventHeader, FlowKey, NetEvent,
     event::KIND_NETWORK,
-    net::{DIR_EGRESS, PROTO_UDP, v4_mapped},
+    net::{DIR_EGRESS, PROTO_TCP, PROTO_UDP, v4_mapped},
 };
 
-use crate::{decide, maps::UDP_FLOWS, report, workload};
+use crate::{decide, maps::UDP_FLOWS, report, token, workload};
 
 const ALLOW: i32 = 1;
 const DENY: i32 = 0;
@@ -112,7 +112,7 @@ fn egress(ctx: &SockAddrContext, dst: [u8; 16], user_port: u32, proto: u32, fami
             remote_identity: remote,
             ..report::header(KIND_NETWORK, verdict, &w, cgroup_id, true)
         };
-        let event = NetEvent { header, family, _pad: [0; 3], src_port: 0, dst_port: port, src: [0; 16], dst };
+        let event = NetEvent { header, family, token: 0, _pad: [0; 2], src_port: 0, dst_port: port, src: [0; 16], dst };
         report::emit(KIND_NETWORK, &event);
     }
     if !verdict.passes() {
@@ -120,6 +120,10 @@ fn egress(ctx: &SockAddrContext, dst: [u8; 16], user_port: u32, proto: u32, fami
     }
     if let Some(f) = &flow {
         let _ = UDP_FLOWS.insert(f, 0, 0);
+    }
+    if proto == PROTO_TCP {
+        // SAFETY: the context pointer is valid for the program's run.
+        token::remember(unsafe { bpf_get_socket_cookie(ctx.as_ptr()) }, w.identity);
     }
     ALLOW
 }

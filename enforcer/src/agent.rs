@@ -65,6 +65,9 @@ pub enum AgentError {
         /// Why.
         source: std::io::Error,
     },
+    /// The `[cluster]` configuration cannot be used.
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// The metrics address could not be bound.
     #[error("metrics_addr {addr}: {source}")]
     Metrics {
@@ -243,6 +246,20 @@ impl Agent {
         };
         let reader = tokio::spawn(flows::read(ring, self.file_events.take(), names, log, flow_log));
         let aws = tokio::spawn(ec2_identity(config.imds_url.clone(), Arc::clone(&self.state)));
+        let cluster = match &config.cluster {
+            Some(c) => {
+                let listener = tokio::net::TcpListener::bind(c.listen)
+                    .await
+                    .map_err(|e| AgentError::Cluster(format!("[cluster] listen {}: {e}", c.listen)))?;
+                let server = tonic::transport::Server::builder()
+                    .add_service(crate::api::proto::peer_exchange_server::PeerExchangeServer::new(
+                        crate::cluster::service::Service::new(Arc::clone(&self.state)),
+                    ))
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+                Some((tokio::spawn(server), tokio::spawn(exchange_with_peers(Arc::clone(&self.state)))))
+            }
+            None => None,
+        };
         {
             let s = self.lock();
             let degraded: Vec<&str> = s.datapath.points().iter().filter(|p| !p.attached()).map(|p| p.hook).collect();
@@ -279,12 +296,39 @@ impl Agent {
             m.abort();
         }
         aws.abort();
+        if let Some((server, exchange)) = cluster {
+            server.abort();
+            exchange.abort();
+        }
         let _ = std::fs::remove_file(&config.socket);
         tracing::info!(
             bpffs_dir = %config.bpffs_dir.display(),
             "agent stopping; the pinned datapath keeps enforcing (`enforcer uninstall` removes it)"
         );
         result
+    }
+}
+
+/// How often the agent exchanges profiles with its peers: changes reach them within this.
+const PEER_EXCHANGE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Asks every peer for its certificate and profiles every [`PEER_EXCHANGE_INTERVAL`], all at
+/// once, and hands the round to the state.
+async fn exchange_with_peers(state: Arc<Mutex<State>>) {
+    let lock = || state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut tick = tokio::time::interval(PEER_EXCHANGE_INTERVAL);
+    loop {
+        tick.tick().await;
+        let addrs = lock().peer_addrs();
+        let mut round = tokio::task::JoinSet::new();
+        for addr in addrs {
+            round.spawn(async move {
+                let result = crate::cluster::service::fetch(&addr).await;
+                (addr, result)
+            });
+        }
+        let results = round.join_all().await;
+        lock().cluster_round(results);
     }
 }
 

@@ -2,10 +2,12 @@
 //!
 //! Query verbs talk only to a running daemon over its socket; they never open daemon state.
 
+mod ca;
 mod client;
 mod explain;
 mod flows;
 mod label;
+mod peers;
 mod pending;
 mod policy;
 mod policy_remote;
@@ -74,8 +76,8 @@ pub enum Command {
     Observe(pending::Rest),
     /// Other agents, their certificates and key epochs.
     Peers(Query),
-    /// A CA for a fleet of agents (`ca init`, `ca issue`).
-    Ca(pending::Rest),
+    /// A CA for a fleet of agents (`ca init --dir DIR`, `ca issue --dir DIR --state STATE_DIR`).
+    Ca(ca::CaArgs),
     /// Remove everything the agent pinned (programs, links, maps): enforcement stops.
     Uninstall(uninstall::UninstallArgs),
 }
@@ -90,13 +92,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Uninstall(args) => uninstall::run(&args),
         Command::Status(q) => status::run(&q),
         Command::Workloads(q) => workloads::run(&q),
-        Command::Peers(_) => Ok(pending::not_yet("peers")),
+        Command::Peers(q) => peers::run(&q),
         Command::Profile(args) => profile::run(&args),
         Command::Policy(args) => policy::run(&args),
         Command::Flows(args) => flows::run(&args),
         Command::Explain(args) => explain::run(&args),
         Command::Label(args) => label::run(&args),
         Command::Observe(_) => Ok(pending::not_yet("observe")),
-        Command::Ca(_) => Ok(pending::not_yet("ca")),
+        Command::Ca(args) => ca::run(&args),
     }
 }

@@ -6,6 +6,7 @@
 
 mod attach;
 pub mod btf;
+pub mod cluster;
 pub mod bpffs;
 pub mod fanotify;
 pub mod layout;
@@ -127,6 +128,8 @@ pub struct Datapath {
     /// What [`Datapath::attach`] needs, until it has run.
     pending_attach: Option<PendingAttach>,
     max_workloads: u32,
+    /// Identity across hosts: token keys, peer addresses, remote identities.
+    pub cluster: cluster::ClusterMaps,
 }
 
 struct PendingAttach {
@@ -199,6 +202,13 @@ impl Datapath {
             take_map(&mut ebpf, maps::IPCACHE)?,
             take_map(&mut ebpf, maps::FILE_RULES)?,
         )?;
+        let cluster = cluster::ClusterMaps {
+            config: take_map(&mut ebpf, maps::CLUSTER)?,
+            keys: take_map(&mut ebpf, maps::PEER_KEYS)?,
+            addrs: take_map(&mut ebpf, maps::PEER_ADDRS)?,
+            remote: take_map(&mut ebpf, maps::REMOTE_IDS)?,
+            counters: take_map(&mut ebpf, maps::TOKEN_COUNTERS)?,
+        };
         Ok(Self {
             workloads: take_map(&mut ebpf, maps::WORKLOADS)?,
             config: take_map(&mut ebpf, maps::CONFIG)?,
@@ -210,6 +220,7 @@ impl Datapath {
             file_fallback_error: None,
             pending_attach: Some(PendingAttach { layout, cgroup, file_offsets: offsets.err() }),
             max_workloads: opts.max_workloads,
+            cluster,
         })
     }
 

@@ -121,8 +121,16 @@ pub enum Detail {
         rule_id: Option<u32>,
         /// What decided, in words: a policy's rule, allow-list mode, or the default posture.
         policy: Option<String>,
-        /// The remote workload's name, when the remote is a known workload.
+        /// The remote workload's name, when the remote is a known workload (`PEER/NAME` for a
+        /// workload of another agent).
         remote_workload: Option<String>,
+        /// The remote workload's tags, when it is a workload of another agent.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        remote_tags: Option<std::collections::BTreeMap<String, String>>,
+        /// Ingress TCP with a cluster: what the SYN's identity token said (`verified`,
+        /// `absent`, `bad_mac`, `unknown_agent`, `unknown_serial`, `malformed`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token: Option<&'static str>,
     },
     /// File fields.
     File {
@@ -137,11 +145,17 @@ pub enum Detail {
 
 impl Event {
     /// Fills in what only the agent knows: what decided and who the remote is.
-    pub fn annotate(&mut self, decided_by: String, remote: Option<String>) {
+    pub fn annotate(
+        &mut self,
+        decided_by: String,
+        remote: Option<String>,
+        tags: Option<std::collections::BTreeMap<String, String>>,
+    ) {
         match &mut self.detail {
-            Detail::Network { policy, remote_workload, .. } => {
+            Detail::Network { policy, remote_workload, remote_tags, .. } => {
                 *policy = Some(decided_by);
                 *remote_workload = remote;
+                *remote_tags = tags;
             }
             Detail::File { policy, .. } => *policy = Some(decided_by),
         }
@@ -218,6 +232,11 @@ pub fn describe(record: &Record, clock: &Clock, workload: Option<String>) -> Eve
             rule_id: (n.header.rule_id != 0).then_some(n.header.rule_id),
             policy: None,
             remote_workload: None,
+            remote_tags: None,
+            token: n
+                .token
+                .checked_sub(1)
+                .and_then(|slot| enforcer_common::token::counter::NAMES.get(usize::from(slot)).copied()),
         },
         Record::File(f) => Detail::File {
             path: c_text(&f.path),

@@ -29,8 +29,10 @@ const KEPT: usize = 10_000;
 pub struct Names {
     /// cgroup id → workload name.
     pub cgroups: HashMap<u64, String>,
-    /// identity → workload name.
+    /// identity → workload name (`PEER/NAME` for workloads of other agents).
     pub identities: HashMap<u32, String>,
+    /// identity → tags, for workloads of other agents.
+    pub remote_tags: HashMap<u32, std::collections::BTreeMap<String, String>>,
     /// Network rule id `n` → `rules[n - 1]`.
     pub rules: Vec<RuleInfo>,
     /// File rule id `n` → `file_rules[n - 1]`.
@@ -164,7 +166,11 @@ fn describe(record: &events::Record, clock: &events::Clock, names: &SharedNames)
             n.file_rules.get(i).map_or_else(|| format!("rule {}", h.rule_id), ToString::to_string)
         }
     };
-    e.annotate(decided_by, n.identities.get(&h.remote_identity).cloned());
+    e.annotate(
+        decided_by,
+        n.identities.get(&h.remote_identity).cloned(),
+        n.remote_tags.get(&h.remote_identity).cloned(),
+    );
     e
 }
 

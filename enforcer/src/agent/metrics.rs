@@ -50,6 +50,8 @@ pub struct Snapshot {
     pub points: Vec<(String, bool)>,
     /// `bpf-lsm`, `fanotify` or `unavailable`.
     pub file_mechanism: String,
+    /// Identity tokens by result (with `[cluster]`).
+    pub tokens: std::collections::BTreeMap<String, u64>,
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -101,6 +103,12 @@ pub fn render(s: &Snapshot) -> String {
     family(&mut o, "enforcer_enforcement_point_up", "gauge", "1 when the enforcement point is attached.");
     for (hook, up) in &s.points {
         let _ = writeln!(o, "enforcer_enforcement_point_up{{hook=\"{hook}\"}} {}", u8::from(*up));
+    }
+    if !s.tokens.is_empty() {
+        family(&mut o, "enforcer_tokens_total", "counter", "Identity tokens: SYNs stamped, verified and rejected by reason.");
+        for (result, n) in &s.tokens {
+            let _ = writeln!(o, "enforcer_tokens_total{{result=\"{result}\"}} {n}");
+        }
     }
     family(&mut o, "enforcer_file_enforcement", "gauge", "The file enforcement mechanism in use.");
     let _ = writeln!(o, "enforcer_file_enforcement{{mechanism=\"{}\"}} 1", s.file_mechanism);

@@ -29,7 +29,12 @@ use crate::{
     },
     policy::compile::{self, Compiled, Direction, Endpoint},
     profile::{self, HostKey, Profile, PublicKey, SignedProfile},
+    cluster::{
+        self, Membership,
+        peers::{Peers, Remote},
+    },
 };
+use enforcer_common::identity::{FIRST_CIDR, FIRST_REMOTE};
 
 /// Most labels one `label` request may assign.
 const MAX_LABELS: usize = 64;
@@ -72,6 +77,16 @@ pub struct State {
     apply_failures: u64,
     /// Where the metrics are served, once bound.
     pub(super) metrics_addr: Option<std::net::SocketAddr>,
+    /// Identity across hosts, with `[cluster]`.
+    cluster: Option<ClusterState>,
+}
+
+/// This agent in its cluster: its certificate and keys, and what its peers said.
+struct ClusterState {
+    membership: Membership,
+    peers: Peers,
+    /// The key epoch written to the kernel.
+    epoch: u64,
 }
 
 impl State {
@@ -81,6 +96,18 @@ impl State {
     /// When the host key cannot be loaded or created.
     pub(super) fn new(config: Config, datapath: Datapath, mount: PathBuf) -> Result<Self, AgentError> {
         let key = HostKey::load_or_create(&config.state_dir)?;
+        let cluster = match &config.cluster {
+            Some(c) => {
+                let membership = Membership::load(c, &config.state_dir, &key, profile::now()).map_err(AgentError::Cluster)?;
+                let addrs: Vec<String> = c.peers.iter().map(ToString::to_string).collect();
+                let peers = Peers::new(membership.trust.clone(), membership.cert.agent_id, &addrs);
+                tracing::info!(name = %membership.cert.name, agent_id = membership.cert.agent_id, peers = addrs.len(), "cluster member");
+                Some(ClusterState { membership, peers, epoch: 0 })
+            }
+            None => None,
+        };
+        let mut datapath = datapath;
+        datapath.cluster.set_agent_id(cluster.as_ref().map_or(0, |c| c.membership.cert.agent_id))?;
         let runtimes = RuntimeRoots { docker: config.docker_root.clone(), containerd: config.containerd_root.clone() };
         let mut enrolment = Enrolment::new(&config.cgroup_root, &config.workloads);
         // A previous agent's numbering stays: the pinned rules are keyed by it.
@@ -114,6 +141,7 @@ impl State {
             applies: 0,
             apply_failures: 0,
             metrics_addr: None,
+            cluster,
             config,
         })
     }
@@ -134,6 +162,120 @@ impl State {
             Err(error) => {
                 tracing::error!(%error, "file enforcement unavailable: neither BPF LSM nor fanotify");
                 None
+            }
+        }
+    }
+
+    /// Writes the token state: pairwise keys of the current epoch, peers' addresses and the
+    /// identities of verified remote workloads.
+    fn write_cluster(&mut self, remotes: &[Remote]) -> Result<(), crate::datapath::DatapathError> {
+        let Some(c) = &mut self.cluster else { return Ok(()) };
+        let now = profile::now();
+        c.epoch = cluster::keys::epoch_at(now);
+        self.datapath.cluster.set_peer_keys(&c.peers.kernel_keys(&c.membership.exchange, now))?;
+        self.datapath.cluster.set_peer_addrs(&c.peers.kernel_addrs())?;
+        self.datapath.cluster.set_remote_ids(&remotes.iter().map(|r| (r.key, r.identity)).collect())
+    }
+
+    /// Takes the outcome of one round of exchanges with the peers, drops expired profiles and
+    /// moves to a new key epoch when one began; recompiles when anything changed.
+    pub(super) fn cluster_round(&mut self, results: Vec<(String, Result<proto::ExchangeReply, String>)>) {
+        let Some(c) = &mut self.cluster else { return };
+        let now = profile::now();
+        let mut changed = false;
+        for (addr, result) in results {
+            match result {
+                Ok(reply) => {
+                    if c.peers.accept(&addr, &reply.certificate, &reply.profiles, now) {
+                        tracing::info!(peer = %addr, "peer profiles changed");
+                        changed = true;
+                    }
+                    if let Some(e) = &c.peers.all().get(&addr).and_then(|p| p.error.clone()) {
+                        tracing::warn!(peer = %addr, error = %e, "peer refused in part");
+                    }
+                }
+                Err(error) => {
+                    if c.peers.all().get(&addr).is_some_and(|p| p.error.as_ref() != Some(&error)) {
+                        tracing::warn!(peer = %addr, %error, "peer unreachable");
+                    }
+                    c.peers.fail(&addr, error);
+                }
+            }
+        }
+        changed |= c.peers.expire(now);
+        changed |= cluster::keys::epoch_at(now) != c.epoch;
+        if changed {
+            self.recompile();
+        }
+    }
+
+    /// The configured peers' addresses.
+    pub(super) fn peer_addrs(&self) -> Vec<String> {
+        self.cluster.as_ref().map(|c| c.peers.all().keys().cloned().collect()).unwrap_or_default()
+    }
+
+    /// What this agent tells a peer: its certificate and every workload's signed profile.
+    ///
+    /// # Errors
+    /// [`ApiError::FailedPrecondition`] without `[cluster]`.
+    pub fn exchange_reply(&mut self) -> Result<proto::ExchangeReply, ApiError> {
+        let Some(c) = &self.cluster else {
+            return Err(ApiError::FailedPrecondition("this agent has no [cluster] configuration".into()));
+        };
+        let certificate = serde_json::to_string(&c.membership.cert).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let names: Vec<String> = self.enrolment.workloads().keys().cloned().collect();
+        let mut profiles = Vec::with_capacity(names.len());
+        for name in names {
+            let signed = self.profile(&name)?;
+            profiles.push(serde_json::to_string(&signed).map_err(|e| ApiError::Internal(e.to_string()))?);
+        }
+        Ok(proto::ExchangeReply { certificate, profiles })
+    }
+
+    /// Peers for `enforcer peers`.
+    #[must_use]
+    pub fn list_peers(&self) -> proto::ListPeersReply {
+        let Some(c) = &self.cluster else { return proto::ListPeersReply::default() };
+        proto::ListPeersReply {
+            name: c.membership.cert.name.clone(),
+            agent_id: c.membership.cert.agent_id,
+            peers: c
+                .peers
+                .all()
+                .iter()
+                .map(|(addr, p)| proto::PeerInfo {
+                    address: addr.clone(),
+                    name: p.cert.as_ref().map(|x| x.name.clone()).unwrap_or_default(),
+                    agent_id: p.cert.as_ref().map_or(0, |x| x.agent_id),
+                    epoch: if p.cert.is_some() { c.epoch } else { 0 },
+                    profiles: u32::try_from(p.profiles.len()).unwrap_or(u32::MAX),
+                    last_ok: p.last_ok.unwrap_or(0),
+                    error: p.error.clone().unwrap_or_default(),
+                    workloads: p
+                        .profiles
+                        .iter()
+                        .map(|w| proto::RemoteWorkload {
+                            name: w.workload.clone(),
+                            serial: w.identity,
+                            tags: w.tags.clone().into_iter().collect(),
+                            expires_at: w.expires_at,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Token counters by name (empty without `[cluster]`).
+    fn token_counters(&self) -> std::collections::HashMap<String, u64> {
+        if self.cluster.is_none() {
+            return std::collections::HashMap::new();
+        }
+        match self.datapath.cluster.counters() {
+            Ok(c) => enforcer_common::token::counter::NAMES.iter().zip(c).map(|(n, v)| ((*n).to_owned(), v)).collect(),
+            Err(error) => {
+                tracing::warn!(%error, "reading token counters");
+                std::collections::HashMap::new()
             }
         }
     }
@@ -210,8 +352,13 @@ impl State {
                 addresses: self.addresses.get(&w.name).cloned().unwrap_or_default(),
             })
             .collect();
+        let remotes = self.cluster.as_mut().map(|c| c.peers.remotes()).unwrap_or_default();
+        let remote_endpoints: Vec<Endpoint> = remotes
+            .iter()
+            .map(|r| Endpoint { identity: r.identity, name: r.name.clone(), tags: r.tags.clone(), addresses: Vec::new() })
+            .collect();
         let started = Instant::now();
-        let compiled = compile::compile(&self.policies.network(), &endpoints);
+        let compiled = compile::compile_with_remotes(&self.policies.network(), &endpoints, &remote_endpoints);
         let files = compile::files::compile_files(&self.policies.file(), &endpoints);
         let compile_time = started.elapsed();
         let applied = self.datapath.apply(&compiled, &files);
@@ -237,10 +384,23 @@ impl State {
                     let mut names = self.names.write().unwrap_or_else(std::sync::PoisonError::into_inner);
                     names.rules.clone_from(&compiled.rules);
                     names.file_rules.clone_from(&files.rules);
+                    names.identities.retain(|id, _| *id < FIRST_REMOTE || *id >= FIRST_CIDR);
+                    names.remote_tags.clear();
+                    for r in &remotes {
+                        names.identities.insert(r.identity, r.name.clone());
+                        names.remote_tags.insert(r.identity, r.tags.clone());
+                    }
                 }
                 self.compiled = compiled;
                 self.apply_error = None;
                 self.dirty = false;
+                // Remote identities go in after the rules that name them: until then a verified
+                // sender is judged unauthenticated, never by a rule meant for someone else.
+                if let Err(error) = self.write_cluster(&remotes) {
+                    tracing::error!(%error, "writing the cluster's token state failed; retried at the next rescan");
+                    self.apply_error = Some(format!("cluster token state: {error}"));
+                    self.dirty = true;
+                }
             }
             Err(error) => {
                 self.apply_failures += 1;
@@ -441,6 +601,7 @@ impl State {
             events_delivered: self.events.delivered(),
             on_agent_down: format!("{:?}", self.config.on_agent_down).to_lowercase(),
             metrics: self.metrics_addr.map_or_else(|| "disabled".to_owned(), |a| format!("http://{a}/metrics")),
+            tokens: self.token_counters(),
         })
     }
 
@@ -462,6 +623,7 @@ impl State {
             applies: self.applies,
             apply_failures: self.apply_failures,
             maps: self.datapath.fill_levels(),
+            tokens: self.token_counters().into_iter().collect(),
             points: self.datapath.points().iter().map(|p| (p.hook.to_owned(), p.attached())).collect(),
             file_mechanism: match self.datapath.file_enforcement() {
                 FileEnforcement::BpfLsm => "bpf-lsm",

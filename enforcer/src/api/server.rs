@@ -131,6 +131,10 @@ impl agent_server::Agent for Service {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
+    async fn list_peers(&self, _: Request<proto::ListPeersRequest>) -> Result<Response<proto::ListPeersReply>, Status> {
+        Ok(Response::new(self.state().list_peers()))
+    }
+
     async fn explain(&self, req: Request<proto::ExplainRequest>) -> Result<Response<proto::ExplainReply>, Status> {
         Ok(Response::new(self.state().explain(&req.into_inner())?))
     }

@@ -25,6 +25,11 @@ pub fn run(q: &Query) -> anyhow::Result<i32> {
             println!("agent down    {} (what the kernel does while no agent runs)", s.on_agent_down);
             println!("metrics       {}", s.metrics);
             println!("events        {} delivered", s.events_delivered);
+            if !s.tokens.is_empty() {
+                let tokens: std::collections::BTreeMap<_, _> = s.tokens.iter().collect();
+                let text: Vec<String> = tokens.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                println!("tokens        {}", text.join(", "));
+            }
             println!("policies      {} (last applied: {})", s.policies, s.last_apply);
             for e in &s.policy_errors {
                 println!("policy error  {e}");
@@ -76,6 +81,7 @@ fn json(s: &proto::StatusReply) -> serde_json::Value {
         "on_agent_down": s.on_agent_down,
         "metrics": s.metrics,
         "events_delivered": s.events_delivered,
+        "tokens": s.tokens.iter().collect::<std::collections::BTreeMap<_, _>>(),
         "problems": s.problems,
         "enforcement_points": s.points.iter().map(|p| serde_json::json!({
             "name": p.name, "hook": p.hook, "attached": p.attached,

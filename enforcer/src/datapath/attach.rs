@@ -7,7 +7,7 @@ use std::os::fd::BorrowedFd;
 
 use aya::{
     Btf, Ebpf,
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Lsm, links::FdLink},
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Lsm, SockOps, links::FdLink},
 };
 use serde::Serialize;
 
@@ -50,6 +50,11 @@ pub(super) fn all(
         .iter()
         .map(|&(name, hook)| EnforcementPoint { name, hook, error: cgroup_program(ebpf, name, cgroup, layout).err() })
         .collect();
+    points.push(EnforcementPoint {
+        name: "stamp",
+        hook: "cgroup/sock_ops",
+        error: sock_ops_program(ebpf, "stamp", cgroup, layout).err(),
+    });
     points.push(EnforcementPoint {
         name: "ingress",
         hook: "cgroup_skb/ingress",
@@ -109,6 +114,13 @@ fn skb_program(ebpf: &mut Ebpf, name: &str, cgroup: BorrowedFd<'_>, layout: &bpf
     let id = prog
         .attach(cgroup, CgroupSkbAttachType::Ingress, CgroupAttachMode::Single)
         .map_err(|e| format!("attach: {}", chain(&e)))?;
+    let link = fd_link(prog.take_link(id))?;
+    pin(prog, link, name, layout)
+}
+
+fn sock_ops_program(ebpf: &mut Ebpf, name: &str, cgroup: BorrowedFd<'_>, layout: &bpffs::Layout) -> Result<(), String> {
+    let prog = program::<SockOps>(ebpf, name, SockOps::load)?;
+    let id = prog.attach(cgroup, CgroupAttachMode::Single).map_err(|e| format!("attach: {}", chain(&e)))?;
     let link = fd_link(prog.take_link(id))?;
     pin(prog, link, name, layout)
 }
@@ -180,6 +192,12 @@ impl Pinnable for CgroupSockAddr {
 }
 
 impl Pinnable for CgroupSkb {
+    fn pin_at(&mut self, path: &std::path::Path) -> Result<(), aya::pin::PinError> {
+        self.pin(path)
+    }
+}
+
+impl Pinnable for SockOps {
     fn pin_at(&mut self, path: &std::path::Path) -> Result<(), aya::pin::PinError> {
         self.pin(path)
     }

@@ -30,7 +30,8 @@ fn net_event() -> NetEvent {
     NetEvent {
         header: header(KIND_NETWORK, Verdict::Deny),
         family: 4,
-        _pad: [0; 3],
+        token: 0,
+        _pad: [0; 2],
         src_port: 0,
         dst_port: 443,
         src: [0; 16],

@@ -226,6 +226,15 @@ impl Selection<'_> {
 /// Compiles `policies` for `endpoints`.
 #[must_use]
 pub fn compile(policies: &[NetworkPolicy], endpoints: &[Endpoint]) -> Compiled {
+    compile_with_remotes(policies, endpoints, &[])
+}
+
+/// [`compile`], with workloads of other agents (`remotes`, their identities local numbers for
+/// verified senders) selectable by tags in `from:`/`to:` rules. Remotes are never subjects and
+/// own no addresses here: a remote is recognised by its verified identity token, never by an
+/// address.
+#[must_use]
+pub fn compile_with_remotes(policies: &[NetworkPolicy], endpoints: &[Endpoint], remotes: &[Endpoint]) -> Compiled {
     let mut out = Compiled::default();
     let all_cidrs: BTreeSet<Cidr> = policies
         .iter()
@@ -262,7 +271,9 @@ pub fn compile(policies: &[NetworkPolicy], endpoints: &[Endpoint]) -> Compiled {
     }
     let peers_of = |rule: &NetRule| match &rule.peer {
         Peer::Any => Peers::All,
-        Peer::Selector(s) => Peers::Some(endpoints.iter().filter(|e| s.matches(&e.tags)).map(|e| e.identity).collect()),
+        Peer::Selector(s) => {
+            Peers::Some(endpoints.iter().chain(remotes).filter(|e| s.matches(&e.tags)).map(|e| e.identity).collect())
+        }
         Peer::Cidrs(cs) => Peers::Some(
             cs.iter()
                 .flat_map(|c| {

@@ -82,6 +82,12 @@ impl PublicKey {
         Self::from_text(&text).ok_or_else(|| KeyError::Invalid { path: path.to_owned(), what: "Ed25519 public key (base64 of 32 bytes)" })
     }
 
+    /// The raw 32 bytes.
+    #[must_use]
+    pub fn raw(&self) -> &[u8; 32] {
+        &self.raw
+    }
+
     /// The text form.
     #[must_use]
     pub fn to_text(&self) -> String {
@@ -121,12 +127,22 @@ impl HostKey {
     /// [`KeyError`] when the files cannot be read or written, are invalid, or the private key
     /// is accessible to others.
     pub fn load_or_create(state_dir: &Path) -> Result<Self, KeyError> {
+        Self::load_or_create_named(state_dir, PRIVATE_FILE, PUBLIC_FILE)
+    }
+
+    /// Like [`HostKey::load_or_create`], with the private and public key in the files named
+    /// `private_name` and `public_name` of `dir` (a CA key, for instance).
+    ///
+    /// # Errors
+    /// As [`HostKey::load_or_create`].
+    pub fn load_or_create_named(dir: &Path, private_name: &str, public_name: &str) -> Result<Self, KeyError> {
+        let state_dir = dir;
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| KeyError::Io { path, source }
         };
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(state_dir).map_err(io(state_dir))?;
-        let private = state_dir.join(PRIVATE_FILE);
+        let private = state_dir.join(private_name);
         let pair = match std::fs::metadata(&private) {
             Ok(meta) => {
                 let mode = meta.permissions().mode() & 0o777;
@@ -147,7 +163,7 @@ impl HostKey {
             Err(e) => return Err(KeyError::Io { path: private, source: e }),
         };
         let key = Self { pair };
-        let public = state_dir.join(PUBLIC_FILE);
+        let public = state_dir.join(public_name);
         std::fs::write(&public, format!("{}\n", key.public().to_text())).map_err(io(&public))?;
         Ok(key)
     }

@@ -13,6 +13,7 @@
 //!   listen tcp|udp ADDR:PORT     # bind, print "listening ADDR:PORT", serve until killed
 //!                                #   (TCP: accept and close; UDP: answer each datagram "pong")
 //!   open PATH [--write]          # open for reading (or writing)
+//!   raw-syn SRC DST:PORT SPORT HEXOPTS  # one hand-made TCP SYN with these options (raw socket)
 //!   run-as UID GID PROG [ARGS...]   # drop to UID/GID, exec PROG
 //! ```
 //! Exit codes: 0 it worked, 77 permission denied (EPERM or EACCES), 1 any other failure
@@ -64,6 +65,9 @@ fn run(args: &[String]) -> io::Result<()> {
                 out.flush()?;
                 std::thread::sleep(period);
             }
+        }
+        [op, src, dst, sport, options] if op == "raw-syn" => {
+            raw_syn(src, dst, sport, options).map_err(|e| io::Error::other(format!("raw-syn: {e}")))
         }
         [op, addr] if op == "udp" => {
             connected_udp(addr.parse().map_err(|_| bad())?)?.send(b"probe").map(drop)
@@ -135,6 +139,53 @@ fn listen(proto: &str, addr: SocketAddr) -> io::Result<()> {
         }
         _ => Err(io::Error::new(ErrorKind::InvalidInput, format!("listen: unknown protocol {proto}"))),
     }
+}
+
+/// Sends one TCP SYN from `src` (this namespace's address) to `dst` (`ADDR:PORT`) from port
+/// `sport`, carrying the TCP options in hex `options` (padded with NOPs to a multiple of 4),
+/// through a raw socket: a token the kernel did not write, as a forger would send it.
+fn raw_syn(src: &str, dst: &str, sport: &str, options: &str) -> io::Result<()> {
+    use nix::sys::socket::{AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType, SockaddrIn, sendto, socket};
+    let bad = |what: &str| io::Error::new(ErrorKind::InvalidInput, what.to_owned());
+    let src: std::net::Ipv4Addr = src.parse().map_err(|_| bad("source address"))?;
+    let dst: std::net::SocketAddrV4 = dst.parse().map_err(|_| bad("destination ADDR:PORT"))?;
+    let sport: u16 = sport.parse().map_err(|_| bad("source port"))?;
+    let mut opts: Vec<u8> = (0..options.len() / 2)
+        .map(|i| u8::from_str_radix(&options[2 * i..2 * i + 2], 16))
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad("options hex"))?;
+    while !opts.len().is_multiple_of(4) {
+        opts.insert(0, 1);
+    }
+    let len = 20 + opts.len();
+    let mut tcp = vec![0u8; len];
+    tcp[0..2].copy_from_slice(&sport.to_be_bytes());
+    tcp[2..4].copy_from_slice(&dst.port().to_be_bytes());
+    tcp[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+    tcp[12] = u8::try_from(len / 4).map_err(|_| bad("options too long"))? << 4;
+    tcp[13] = 0x02;
+    tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    tcp[20..].copy_from_slice(&opts);
+    // Checksum over the pseudo-header and the segment.
+    let mut sum: u32 = 0;
+    let mut add = |b: &[u8]| {
+        for c in b.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+    };
+    add(&src.octets());
+    add(&dst.ip().octets());
+    add(&[0, 6]);
+    add(&u16::try_from(len).map_err(|_| bad("length"))?.to_be_bytes());
+    add(&tcp);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let check = !u16::try_from(sum).map_err(|_| bad("checksum"))?;
+    tcp[16..18].copy_from_slice(&check.to_be_bytes());
+    let fd = socket(AddressFamily::Inet, SockType::Raw, SockFlag::empty(), SockProtocol::Tcp).map_err(io::Error::from)?;
+    sendto(std::os::fd::AsRawFd::as_raw_fd(&fd), &tcp, &SockaddrIn::from(dst), MsgFlags::empty()).map_err(io::Error::from)?;
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -230,3 +230,17 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn remote_workloads_are_selectable_peers_but_never_subjects_or_address_owners() {
+    let locals = [ep(300, &[("app", "srv")], &["10.0.0.3"])];
+    // A remote workload tagged like a subject, with an address it claims.
+    let remotes = [ep(0x0010_0000, &[("app", "good")], &["10.0.0.2"]), ep(0x0010_0001, &[("app", "srv")], &["10.0.0.9"])];
+    let p = policy("srv", "app=srv", None, Some(vec![rule(Peer::Selector(sel("app=good")), &[(Protocol::Tcp, 80, 80)], Action::Allow)]), Mode::Enforce);
+    let c = compile_with_remotes(std::slice::from_ref(&p), &locals, &remotes);
+    assert_eq!(kernel(&c, 300, 0x0010_0000, PROTO_TCP, 80, DIR_INGRESS, Verdict::Allow), Verdict::Allow, "verified remote admitted");
+    assert_eq!(kernel(&c, 300, 0x0010_0001, PROTO_TCP, 80, DIR_INGRESS, Verdict::Allow), Verdict::Deny, "other remote not");
+    assert!(c.exact.keys().all(|k| k.0 == 300), "remotes are never subjects");
+    assert_eq!(remote_of(&c, "10.0.0.2".parse().expect("addr")), enforcer_common::identity::WORLD, "no address identity for remotes");
+    assert_eq!(compile(std::slice::from_ref(&p), &locals), compile_with_remotes(std::slice::from_ref(&p), &locals, &[]));
+}
