@@ -108,8 +108,34 @@ pub struct FlowKey {
 }
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 32);
 
+/// An IPv6 address from the four 32-bit words the kernel's contexts hold it in (each word in
+/// network byte order as stored).
+#[must_use]
+pub const fn from_words(words: [u32; 4]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        out[i] = words[i / 4].to_ne_bytes()[i % 4];
+        i += 1;
+    }
+    out
+}
+
 /// Maps an IPv4 address (network byte order bytes) into the IPv4-mapped IPv6 form.
 #[must_use]
 pub const fn v4_mapped(v4: [u8; 4]) -> [u8; 16] {
     [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3]]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_as_stored_give_the_address_bytes() {
+        let addr: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 200, 0, 1];
+        let words = [0, 4, 8, 12].map(|i| u32::from_ne_bytes([addr[i], addr[i + 1], addr[i + 2], addr[i + 3]]));
+        assert_eq!(from_words(words), addr);
+        assert_eq!(v4_mapped([10, 200, 0, 1])[10..], addr[10..]);
+    }
 }

@@ -12,7 +12,7 @@ use aya_ebpf::{
 use enforcer_common::{
     EventHeader, FlowKey, NetEvent,
     event::KIND_NETWORK,
-    net::{DIR_EGRESS, PROTO_TCP, PROTO_UDP, v4_mapped},
+    net::{DIR_EGRESS, PROTO_TCP, PROTO_UDP, from_words, v4_mapped},
 };
 
 use crate::{decide, maps::UDP_FLOWS, report, token, workload};
@@ -57,16 +57,7 @@ fn v6(ctx: &SockAddrContext) -> i32 {
         let sa = &*ctx.sock_addr;
         ([sa.user_ip6[0], sa.user_ip6[1], sa.user_ip6[2], sa.user_ip6[3]], sa.user_port, sa.protocol)
     };
-    let mut addr = [0u8; 16];
-    let mut i = 0;
-    while i < 4 {
-        let b = words[i].to_ne_bytes();
-        addr[i * 4] = b[0];
-        addr[i * 4 + 1] = b[1];
-        addr[i * 4 + 2] = b[2];
-        addr[i * 4 + 3] = b[3];
-        i += 1;
-    }
+    let addr = from_words(words);
     // An IPv4-mapped destination is IPv4 traffic: the same trie entries and rules apply.
     let family = if is_v4_mapped(&addr) { 4 } else { 6 };
     egress(ctx, addr, port, proto, family)

@@ -19,7 +19,7 @@ use aya_ebpf::{
     programs::{SkBuffContext, SockOpsContext},
 };
 use enforcer_common::{
-    net::v4_mapped,
+    net::{from_words, v4_mapped},
     token::{self, EXID, OPTION_KIND, OPTION_LEN, counter},
 };
 
@@ -86,27 +86,12 @@ fn tuple(ctx: &SockOpsContext) -> Option<([u8; 16], [u8; 16], u16, u16)> {
     };
     let (local, remote) = match family {
         AF_INET => (v4_mapped(l4.to_ne_bytes()), v4_mapped(r4.to_ne_bytes())),
-        AF_INET6 => (words(l6), words(r6)),
+        AF_INET6 => (from_words(l6), from_words(r6)),
         _ => return None,
     };
     #[expect(clippy::cast_possible_truncation, reason = "ports are 16 bits")]
     let ports = (lport as u16, u32::from_be(rport) as u16);
     Some((local, remote, ports.0, ports.1))
-}
-
-#[inline(always)]
-fn words(w: [u32; 4]) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    let mut i = 0;
-    while i < 4 {
-        let b = w[i].to_ne_bytes();
-        out[i * 4] = b[0];
-        out[i * 4 + 1] = b[1];
-        out[i * 4 + 2] = b[2];
-        out[i * 4 + 3] = b[3];
-        i += 1;
-    }
-    out
 }
 
 #[inline(always)]

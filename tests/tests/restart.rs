@@ -4,6 +4,7 @@
 
 use std::{
     io::Read as _,
+    path::PathBuf,
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -60,6 +61,28 @@ impl Prober {
     }
 }
 
+/// An agent on `root` whose workload `allowed` may connect to `server` and `denied` may not,
+/// with that in force.
+fn enforcing(root: &TestCgroup, pins: &TestPins, server: &TcpServer) -> (AgentProcess, PathBuf, PathBuf) {
+    let agent = AgentProcess::start(root, pins, &format!("default_network = \"deny\"\n{WORKLOADS}"));
+    allow_policy(&agent, server.addr().port());
+    let (allowed, denied) = (root.child("allowed"), root.child("denied"));
+    let target = server.addr().to_string();
+    assert!(eventually(Duration::from_secs(3), || probe(Some(&allowed), &["connect", &target]) == Outcome::Ok));
+    assert_eq!(probe(Some(&denied), &["connect", &target]), Outcome::Denied);
+    (agent, allowed, denied)
+}
+
+/// Every attempt of the allowed prober succeeded and every one of the denied prober was
+/// denied, and there were at least `min` of each.
+fn assert_no_wrong_verdict(allowed: &[String], denied: &[String], min: usize) {
+    let wrong_a: Vec<&String> = allowed.iter().filter(|l| *l != "ok").collect();
+    let wrong_d: Vec<&String> = denied.iter().filter(|l| *l != "denied").collect();
+    assert!(allowed.len() >= min && denied.len() >= min, "attempts before, during and after: {} and {}", allowed.len(), denied.len());
+    assert!(wrong_a.is_empty(), "allowed attempts that failed: {wrong_a:?} of {}", allowed.len());
+    assert!(wrong_d.is_empty(), "denied attempts that were not denied: {wrong_d:?} of {}", denied.len());
+}
+
 #[test]
 fn no_gap_across_a_sigkill_and_restart() {
     if !can_run("no_gap_across_a_sigkill_and_restart", privileged_unavailable()) {
@@ -69,11 +92,7 @@ fn no_gap_across_a_sigkill_and_restart() {
     let pins = TestPins::new();
     let server = TcpServer::start("127.0.0.1:0");
     let target = server.addr().to_string();
-    let mut agent = AgentProcess::start(&root, &pins, &format!("default_network = \"deny\"\n{WORKLOADS}"));
-    allow_policy(&agent, server.addr().port());
-    let (allowed, denied) = (root.child("allowed"), root.child("denied"));
-    assert!(eventually(Duration::from_secs(3), || probe(Some(&allowed), &["connect", &target]) == Outcome::Ok));
-    assert_eq!(probe(Some(&denied), &["connect", &target]), Outcome::Denied);
+    let (mut agent, allowed, denied) = enforcing(&root, &pins, &server);
 
     let before = identities(&agent);
     let (a, d) = (Prober::start(&allowed, &target), Prober::start(&denied, &target));
@@ -87,11 +106,7 @@ fn no_gap_across_a_sigkill_and_restart() {
     std::thread::sleep(Duration::from_secs(1));
     let (a, d) = (a.stop(), d.stop());
 
-    assert!(a.len() >= 20 && d.len() >= 20, "attempts before, during and after: {} and {}", a.len(), d.len());
-    let wrong_a: Vec<&String> = a.iter().filter(|l| *l != "ok").collect();
-    let wrong_d: Vec<&String> = d.iter().filter(|l| *l != "denied").collect();
-    assert!(wrong_a.is_empty(), "allowed attempts that failed: {wrong_a:?} of {}", a.len());
-    assert!(wrong_d.is_empty(), "denied attempts that were not denied: {wrong_d:?} of {}", d.len());
+    assert_no_wrong_verdict(&a, &d, 20);
     assert_eq!(probe(Some(&newcomer), &["connect", &target]), Outcome::Denied, "the newcomer gets nobody's rules");
     let after = identities(&agent);
     for name in ["allowed", "denied"] {
@@ -113,10 +128,7 @@ fn upgrade_to_a_new_map_layout_without_a_gap() {
     let pins = TestPins::new();
     let server = TcpServer::start("127.0.0.1:0");
     let target = server.addr().to_string();
-    let mut agent = AgentProcess::start(&root, &pins, &format!("default_network = \"deny\"\n{WORKLOADS}"));
-    allow_policy(&agent, server.addr().port());
-    let (allowed, denied) = (root.child("allowed"), root.child("denied"));
-    assert!(eventually(Duration::from_secs(3), || probe(Some(&allowed), &["connect", &target]) == Outcome::Ok));
+    let (mut agent, allowed, denied) = enforcing(&root, &pins, &server);
     let layouts = || -> Vec<String> {
         std::fs::read_dir(pins.path().join("maps"))
             .expect("maps dir")
@@ -135,10 +147,7 @@ fn upgrade_to_a_new_map_layout_without_a_gap() {
     agent.restart();
     std::thread::sleep(Duration::from_secs(1));
     let (a, d) = (a.stop(), d.stop());
-    let wrong_a: Vec<&String> = a.iter().filter(|l| *l != "ok").collect();
-    let wrong_d: Vec<&String> = d.iter().filter(|l| *l != "denied").collect();
-    assert!(a.len() >= 10 && wrong_a.is_empty(), "allowed attempts that failed: {wrong_a:?} of {}", a.len());
-    assert!(d.len() >= 10 && wrong_d.is_empty(), "denied attempts that were not denied: {wrong_d:?} of {}", d.len());
+    assert_no_wrong_verdict(&a, &d, 10);
     let new = layouts();
     assert_eq!(new.len(), 1, "only the new layout's maps are left: {new:?}");
     assert_ne!(new, old, "the maps were replaced");
