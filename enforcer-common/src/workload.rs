@@ -1,4 +1,5 @@
 //! The per-cgroup workload entry and the agent's global settings.
+#![allow(clippy::inline_always, reason = "inlined into the kernel programs on purpose")]
 
 use crate::identity::Identity;
 
@@ -23,6 +24,26 @@ const _: () = assert!(core::mem::size_of::<Workload>() == 8);
 
 /// Also report allowed operations of this workload as events.
 pub const WORKLOAD_F_LOG_ALLOWED: u8 = 1;
+/// The workload is observed (`enforcer observe`): nothing it does is blocked (a denial becomes
+/// an audit) and every operation is reported, allowed ones included.
+pub const WORKLOAD_F_OBSERVE: u8 = 2;
+
+impl Workload {
+    /// The verdict as applied to this workload: an observed workload is never blocked.
+    #[must_use]
+    #[inline(always)]
+    pub fn applied(&self, verdict: crate::Verdict) -> crate::Verdict {
+        if self.flags & WORKLOAD_F_OBSERVE != 0 && verdict == crate::Verdict::Deny { crate::Verdict::Audit } else { verdict }
+    }
+
+    /// Whether a decision with `verdict` becomes an event: denials and audits always, allowed
+    /// operations when asked for or while observed.
+    #[must_use]
+    #[inline(always)]
+    pub fn reports(&self, verdict: crate::Verdict) -> bool {
+        verdict != crate::Verdict::Allow || self.flags & (WORKLOAD_F_LOG_ALLOWED | WORKLOAD_F_OBSERVE) != 0
+    }
+}
 
 /// The only element of the `CONFIG` array.
 #[repr(C)]

@@ -60,8 +60,8 @@ pub fn decide(generation: u8, direction: u8, w: &Workload, remote: u32, proto: u
         None => lookup(generation, direction, w.identity, ANY, proto, port),
     };
     if let Some(v) = found {
-        return (Verdict::from_u8(v.verdict).unwrap_or(Verdict::Deny), v.rule_id);
+        return (w.applied(Verdict::from_u8(v.verdict).unwrap_or(Verdict::Deny)), v.rule_id);
     }
     let posture = if direction == DIR_EGRESS { w.egress_default } else { w.ingress_default };
-    (Verdict::from_u8(posture).unwrap_or(Verdict::Deny), 0)
+    (w.applied(Verdict::from_u8(posture).unwrap_or(Verdict::Deny)), 0)
 }

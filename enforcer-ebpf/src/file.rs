@@ -117,6 +117,7 @@ pub fn file_open(ctx: LsmContext) -> i32 {
         Some(v) => combine(access, v.verdicts, v.rule_ids),
         None => (Verdict::from_u8(w.file_default).unwrap_or(Verdict::Deny), 0),
     };
+    let verdict = w.applied(verdict);
     report::count(KIND_FILE, verdict as u8);
     if report::wanted(verdict, &w) {
         let mut header = report::header(KIND_FILE, verdict, &w, cgroup_id, true);
@@ -142,7 +143,7 @@ pub fn file_open(ctx: LsmContext) -> i32 {
 
 #[inline(always)]
 fn posture(w: &Workload) -> i32 {
-    if Verdict::from_u8(w.file_default).unwrap_or(Verdict::Deny).passes() { 0 } else { EACCES }
+    if w.applied(Verdict::from_u8(w.file_default).unwrap_or(Verdict::Deny)).passes() { 0 } else { EACCES }
 }
 
 /// The verdict for all requested accesses: deny if any is denied, audit if any is audited.

@@ -7,7 +7,6 @@ use enforcer_common::{
     EventHeader, Verdict, Workload,
     event::COMM_LEN,
     maps::{COUNTER_LOST, counter_index},
-    workload::WORKLOAD_F_LOG_ALLOWED,
 };
 
 use crate::maps::{COUNTERS, EVENTS};
@@ -22,10 +21,11 @@ pub fn count(kind: u8, slot: u8) {
     }
 }
 
-/// Whether a decision becomes an event: denials and audits always, allows when asked for.
+/// Whether a decision becomes an event: denials and audits always, allows when asked for or
+/// while the workload is observed.
 #[inline(always)]
 pub fn wanted(verdict: Verdict, workload: &Workload) -> bool {
-    verdict != Verdict::Allow || workload.flags & WORKLOAD_F_LOG_ALLOWED != 0
+    workload.reports(verdict)
 }
 
 /// The header fields every event shares; `task` fills pid, uid and comm from the current task

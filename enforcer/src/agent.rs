@@ -12,6 +12,7 @@ pub mod flowlog;
 pub mod flows;
 pub mod metrics;
 mod notify;
+pub mod observe;
 mod policies;
 mod state;
 
@@ -217,9 +218,9 @@ impl Agent {
     /// # Errors
     /// When the socket cannot be bound, or rescanning or reading events fails.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
-        let (config, ring, names, log) = {
+        let (config, ring, names, log, observations) = {
             let mut s = self.lock();
-            (s.config.clone(), s.datapath.take_events()?, Arc::clone(&s.names), Arc::clone(&s.events))
+            (s.config.clone(), s.datapath.take_events()?, Arc::clone(&s.names), Arc::clone(&s.events), Arc::clone(&s.observations))
         };
         let listener =
             api::server::bind(&config.socket).map_err(|source| AgentError::Socket { path: config.socket.clone(), source })?;
@@ -244,7 +245,7 @@ impl Agent {
             let path = PathBuf::from(&config.flow_log);
             Some(flowlog::FlowLog::open(&path, config.flow_log_max_bytes).map_err(|source| AgentError::FlowLog { path, source })?)
         };
-        let reader = tokio::spawn(flows::read(ring, self.file_events.take(), names, log, flow_log));
+        let reader = tokio::spawn(flows::read(ring, self.file_events.take(), names, log, flow_log, observations));
         let aws = tokio::spawn(ec2_identity(config.imds_url.clone(), Arc::clone(&self.state)));
         let cluster = match &config.cluster {
             Some(c) => {

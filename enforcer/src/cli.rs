@@ -7,8 +7,8 @@ mod client;
 mod explain;
 mod flows;
 mod label;
+mod observe;
 mod peers;
-mod pending;
 mod policy;
 mod policy_remote;
 mod profile;
@@ -72,8 +72,9 @@ pub enum Command {
     Explain(explain::ExplainArgs),
     /// Assign operator labels to a workload (`enforcer label web tier=frontend`).
     Label(label::LabelArgs),
-    /// Learn what a workload does (`start|stop|status`).
-    Observe(pending::Rest),
+    /// Learn what a workload does (`start WORKLOAD [--duration D] | stop WORKLOAD | status`);
+    /// then `enforcer policy suggest WORKLOAD`.
+    Observe(observe::ObserveArgs),
     /// Other agents, their certificates and key epochs.
     Peers(Query),
     /// A CA for a fleet of agents (`ca init --dir DIR`, `ca issue --dir DIR --state STATE_DIR`).
@@ -98,7 +99,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Flows(args) => flows::run(&args),
         Command::Explain(args) => explain::run(&args),
         Command::Label(args) => label::run(&args),
-        Command::Observe(_) => Ok(pending::not_yet("observe")),
+        Command::Observe(args) => observe::run(&args),
         Command::Ca(args) => ca::run(&args),
     }
 }

@@ -26,7 +26,7 @@ pub enum Tiers {
 }
 
 /// Integration test targets that run on the host kernel. `lsm` needs BPF LSM: VM only.
-pub const HOST_TESTS: [&str; 12] = ["net", "agent", "identity", "runtime_facts", "policy", "netns", "netpolicy", "files", "restart", "ops", "deploy", "cluster"];
+pub const HOST_TESTS: [&str; 13] = ["net", "agent", "identity", "runtime_facts", "policy", "netns", "netpolicy", "files", "restart", "ops", "deploy", "cluster", "observe"];
 
 /// Results of one tier.
 #[derive(Default)]

@@ -14,7 +14,11 @@ use tokio::{
     sync::{broadcast, mpsc},
 };
 
-use super::{AgentError, flowlog::FlowLog};
+use super::{
+    AgentError,
+    flowlog::FlowLog,
+    observe::{self, Observations},
+};
 use crate::{
     events,
     policy::compile::{RuleInfo, files::FileRuleInfo},
@@ -33,6 +37,8 @@ pub struct Names {
     pub identities: HashMap<u32, String>,
     /// identity → tags, for workloads of other agents.
     pub remote_tags: HashMap<u32, std::collections::BTreeMap<String, String>>,
+    /// identity → tags, for the workloads here.
+    pub tags: HashMap<u32, std::collections::BTreeMap<String, String>>,
     /// Network rule id `n` → `rules[n - 1]`.
     pub rules: Vec<RuleInfo>,
     /// File rule id `n` → `file_rules[n - 1]`.
@@ -107,11 +113,21 @@ pub(super) async fn read(
     names: SharedNames,
     log: Arc<EventLog>,
     mut file: Option<FlowLog>,
+    observations: Arc<Mutex<Observations>>,
 ) -> Result<(), AgentError> {
     let clock = events::Clock::now().map_err(|e| AgentError::Events(e.into()))?;
     let handle = |record: &events::Record, file: &mut Option<FlowLog>| {
         let event = describe(record, &clock, &names);
         log_event(&event);
+        {
+            let mut obs = observations.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if event.workload.as_ref().is_some_and(|w| obs.active(w)) {
+                let remote = record.header().remote_identity;
+                let n = names.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let peer = n.tags.get(&remote).or_else(|| n.remote_tags.get(&remote)).and_then(observe::stable_labels);
+                obs.record(&event, peer);
+            }
+        }
         if let Some(f) = file
             && let Err(error) = serde_json::to_string(&event).map_err(std::io::Error::from).and_then(|l| f.write(&l))
         {

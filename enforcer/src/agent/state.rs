@@ -9,11 +9,15 @@ use std::{
     time::Instant,
 };
 
-use enforcer_common::{Workload, workload::WORKLOAD_F_LOG_ALLOWED};
+use enforcer_common::{
+    Workload,
+    workload::{WORKLOAD_F_LOG_ALLOWED, WORKLOAD_F_OBSERVE},
+};
 
 use super::{
     AgentError,
     flows::{EventLog, SharedNames},
+    observe::{self, Observations},
     policies::PolicyStore,
     verdict,
 };
@@ -79,6 +83,8 @@ pub struct State {
     pub(super) metrics_addr: Option<std::net::SocketAddr>,
     /// Identity across hosts, with `[cluster]`.
     cluster: Option<ClusterState>,
+    /// Observed workloads and what they did (shared with the event reader).
+    pub(super) observations: Arc<std::sync::Mutex<Observations>>,
 }
 
 /// This agent in its cluster: its certificate and keys, and what its peers said.
@@ -142,6 +148,7 @@ impl State {
             apply_failures: 0,
             metrics_addr: None,
             cluster,
+            observations: Arc::new(std::sync::Mutex::new(Observations::load(&config.state_dir))),
             config,
         })
     }
@@ -280,6 +287,101 @@ impl State {
         }
     }
 
+    fn observing(&self) -> std::sync::MutexGuard<'_, Observations> {
+        self.observations.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The kernel entry of workload `w`: the configured postures, and the observe flag while
+    /// it is observed.
+    fn entry_of(&self, w: &WorkloadInfo) -> Workload {
+        let mut e = entry(&self.config, w.identity);
+        if self.observing().active(&w.name) {
+            e.flags |= WORKLOAD_F_OBSERVE;
+        }
+        e
+    }
+
+    fn rewrite_entry(&mut self, name: &str) -> Result<(), AgentError> {
+        if let Some(w) = self.enrolment.workloads().get(name).cloned() {
+            let e = self.entry_of(&w);
+            self.datapath.set_workload(w.cgroup_id, e)?;
+        }
+        Ok(())
+    }
+
+    /// Starts observing workload `name` (for `duration_seconds`, 0: until stopped): from now
+    /// on nothing it does is blocked and everything is recorded.
+    ///
+    /// # Errors
+    /// [`ApiError`] for an unknown workload or a failed kernel write.
+    pub fn observe_start(&mut self, name: &str, duration_seconds: u64) -> Result<(), ApiError> {
+        const MAX_SECS: u64 = 30 * 24 * 3600;
+        if duration_seconds > MAX_SECS {
+            return Err(ApiError::InvalidArgument(format!("duration {duration_seconds}s is longer than 30 days")));
+        }
+        let w = self.find(name)?.name.clone();
+        let now = profile::now();
+        self.observing().start(&w, now, (duration_seconds > 0).then(|| now + duration_seconds));
+        self.rewrite_entry(&w).map_err(|e| ApiError::Internal(e.to_string()))?;
+        self.observing().save().map_err(|e| ApiError::Internal(format!("saving observations: {e}")))?;
+        tracing::info!(workload = %w, duration_seconds, "observation started: the workload runs in audit mode");
+        Ok(())
+    }
+
+    /// Stops observing `name`; what was seen stays for `policy suggest`.
+    ///
+    /// # Errors
+    /// [`ApiError`] for an unknown or unobserved workload, or a failed kernel write.
+    pub fn observe_stop(&mut self, name: &str) -> Result<(), ApiError> {
+        let w = self.find(name)?.name.clone();
+        if !self.observing().stop(&w) {
+            return Err(ApiError::FailedPrecondition(format!("workload {w:?} is not being observed")));
+        }
+        self.rewrite_entry(&w).map_err(|e| ApiError::Internal(e.to_string()))?;
+        self.observing().save().map_err(|e| ApiError::Internal(format!("saving observations: {e}")))?;
+        tracing::info!(workload = %w, "observation stopped: policies apply again");
+        Ok(())
+    }
+
+    /// Every observation, for `observe status`.
+    #[must_use]
+    pub fn observe_status(&self) -> proto::ObserveStatusReply {
+        let obs = self.observing();
+        proto::ObserveStatusReply {
+            observations: obs
+                .all()
+                .iter()
+                .map(|(name, o)| proto::ObservationInfo {
+                    workload: name.clone(),
+                    active: o.active,
+                    since: o.since,
+                    until: o.until.unwrap_or(0),
+                    flows: o.flows.iter().map(|(_, n)| *n).sum(),
+                    distinct_flows: u32::try_from(o.flows.len()).unwrap_or(u32::MAX),
+                    files: u32::try_from(o.files.len()).unwrap_or(u32::MAX),
+                    dropped: o.dropped,
+                })
+                .collect(),
+        }
+    }
+
+    /// The policies that allow what workload `name` was seen doing.
+    ///
+    /// # Errors
+    /// [`ApiError`] for an unknown workload, one never observed, or one without labels.
+    pub fn suggest(&self, name: &str) -> Result<String, ApiError> {
+        let w = self.find(name)?.clone();
+        let obs = self.observing();
+        let Some(o) = obs.all().get(&w.name) else {
+            return Err(ApiError::FailedPrecondition(format!(
+                "workload {:?} was never observed; `enforcer observe start {}` first",
+                w.name, w.name
+            )));
+        };
+        let subject = observe::stable_labels(&w.labels).unwrap_or_default();
+        crate::policy::suggest::suggest(&w.name, &subject, o).map_err(ApiError::FailedPrecondition)
+    }
+
     /// Removes kernel workload entries of cgroups that are no longer enrolled (left by a
     /// previous agent for cgroups removed while it was down), keeping the root's.
     ///
@@ -312,7 +414,7 @@ impl State {
             tracing::info!(workload = %w.name, identity = w.identity, "workload removed");
         }
         for w in &changes.added {
-            self.datapath.set_workload(w.cgroup_id, entry(&self.config, w.identity))?;
+            self.datapath.set_workload(w.cgroup_id, self.entry_of(w))?;
             tracing::info!(workload = %w.name, identity = w.identity, cgroup_id = w.cgroup_id, "workload enrolled");
         }
         if !changes.added.is_empty() || !changes.removed.is_empty() {
@@ -330,6 +432,14 @@ impl State {
         self.refresh_tags();
         if self.policies.refresh(false) {
             self.dirty = true;
+        }
+        let ended = self.observing().expire(profile::now());
+        for name in ended {
+            tracing::info!(workload = %name, "observation ended (its duration is up)");
+            self.rewrite_entry(&name)?;
+        }
+        if let Err(error) = self.observing().save() {
+            tracing::error!(%error, "saving observations");
         }
         if self.dirty {
             self.recompile();
@@ -384,6 +494,7 @@ impl State {
                     let mut names = self.names.write().unwrap_or_else(std::sync::PoisonError::into_inner);
                     names.rules.clone_from(&compiled.rules);
                     names.file_rules.clone_from(&files.rules);
+                    names.tags = self.enrolment.workloads().values().map(|w| (w.identity, w.tags.clone())).collect();
                     names.identities.retain(|id, _| *id < FIRST_REMOTE || *id >= FIRST_CIDR);
                     names.remote_tags.clear();
                     for r in &remotes {

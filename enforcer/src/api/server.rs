@@ -131,6 +131,29 @@ impl agent_server::Agent for Service {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
+    async fn observe_start(&self, req: Request<proto::ObserveRequest>) -> Result<Response<proto::ObserveReply>, Status> {
+        let req = req.into_inner();
+        self.state().observe_start(&req.workload, req.duration_seconds)?;
+        Ok(Response::new(proto::ObserveReply {}))
+    }
+
+    async fn observe_stop(&self, req: Request<proto::ObserveRequest>) -> Result<Response<proto::ObserveReply>, Status> {
+        self.state().observe_stop(&req.into_inner().workload)?;
+        Ok(Response::new(proto::ObserveReply {}))
+    }
+
+    async fn observe_status(
+        &self,
+        _: Request<proto::ObserveStatusRequest>,
+    ) -> Result<Response<proto::ObserveStatusReply>, Status> {
+        Ok(Response::new(self.state().observe_status()))
+    }
+
+    async fn suggest_policy(&self, req: Request<proto::SuggestRequest>) -> Result<Response<proto::SuggestReply>, Status> {
+        let yaml = self.state().suggest(&req.into_inner().workload)?;
+        Ok(Response::new(proto::SuggestReply { yaml }))
+    }
+
     async fn list_peers(&self, _: Request<proto::ListPeersRequest>) -> Result<Response<proto::ListPeersReply>, Status> {
         Ok(Response::new(self.state().list_peers()))
     }

@@ -44,6 +44,14 @@ pub enum PolicyCommand {
         #[command(flatten)]
         query: Query,
     },
+    /// Print a `NetworkPolicy` and a `FilePolicy` allowing exactly what WORKLOAD was seen doing
+    /// while observed (`enforcer observe start WORKLOAD`); review, then `policy apply` them.
+    Suggest {
+        /// The observed workload.
+        workload: String,
+        #[command(flatten)]
+        query: Query,
+    },
     /// Remove a policy from the agent by name.
     Delete {
         /// The policy's name.
@@ -64,6 +72,7 @@ pub fn run(args: &PolicyArgs) -> anyhow::Result<i32> {
         PolicyCommand::Apply { files, query } => policy_remote::apply(files, query),
         PolicyCommand::List { query } => policy_remote::list(query),
         PolicyCommand::Delete { name, query } => policy_remote::delete(name, query),
+        PolicyCommand::Suggest { workload, query } => policy_remote::suggest(workload, query),
     }
 }
 

@@ -69,3 +69,14 @@ pub fn delete(name: &str, query: &Query) -> anyhow::Result<i32> {
     }
     Ok(0)
 }
+
+/// Prints the policies suggested for an observed workload.
+///
+/// # Errors
+/// When the agent cannot be reached or refuses (unknown or never observed workload).
+pub fn suggest(workload: &str, q: &Query) -> anyhow::Result<i32> {
+    let req = proto::SuggestRequest { workload: workload.to_owned() };
+    let r = client::with_agent(&q.socket, |mut a| async move { Ok(a.suggest_policy(req).await?.into_inner()) })?;
+    print!("{}", r.yaml);
+    Ok(0)
+}

@@ -20,10 +20,10 @@
 //! under a `FilePolicy` gets `file_timeout_verdict`, another workload its posture, anyone else
 //! is allowed.
 //!
-//! Marks exist only while something is to be enforced (a `FilePolicy`, or a workload whose
-//! `default_file` is not `allow`): otherwise no open on the host waits for the agent. Unlike
-//! the pinned programs, this does not outlive the agent: when it exits the kernel drops the
-//! group and lets opens through.
+//! Marks exist only while something is to be enforced or observed (a `FilePolicy`, a workload
+//! whose `default_file` is not `allow`, an observed workload): otherwise no open on the host
+//! waits for the agent. Unlike the pinned programs, this does not outlive the agent: when it
+//! exits the kernel drops the group and lets opens through.
 
 pub mod requester;
 
@@ -45,7 +45,7 @@ use enforcer_common::{
     file::FILE_PATH_LEN,
     identity::PENDING,
     maps::{COUNTER_LOST, COUNTER_STRIDE},
-    workload::WORKLOAD_F_LOG_ALLOWED,
+    workload::WORKLOAD_F_OBSERVE,
 };
 use nix::{
     poll::{PollFd, PollFlags, PollTimeout, poll},
@@ -197,7 +197,7 @@ impl FileFallback {
     pub fn describe(&self) -> String {
         let m = self.shared.marks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !m.active {
-            return "fanotify (idle: no FilePolicy and every default_file allows)".to_owned();
+            return "fanotify (idle: no FilePolicy, no observed workload, every default_file allows)".to_owned();
         }
         let errors: Vec<String> = m.errors.iter().map(|(p, e)| format!("{}: {e}", p.display())).collect();
         let not_marked = if errors.is_empty() { String::new() } else { format!("; not marked: {}", errors.join(", ")) };
@@ -227,7 +227,8 @@ impl Shared {
         let needed = {
             let files = self.files.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             let workloads = self.workloads.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-            !files.entries.is_empty() || workloads.values().any(|w| w.file_default != Verdict::Allow as u8)
+            !files.entries.is_empty()
+                || workloads.values().any(|w| w.file_default != Verdict::Allow as u8 || w.flags & WORKLOAD_F_OBSERVE != 0)
         };
         let mut m = self.marks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if needed == m.active {
@@ -337,8 +338,7 @@ impl Shared {
         self.respond(fd, judgement.verdict);
         if let Some((cgroup_id, w)) = judgement.workload {
             self.counters[judgement.verdict as usize].fetch_add(1, Ordering::Relaxed);
-            let wanted = judgement.verdict != Verdict::Allow || w.flags & WORKLOAD_F_LOG_ALLOWED != 0;
-            if wanted && !judgement.duplicate {
+            if w.reports(judgement.verdict) && !judgement.duplicate {
                 self.report(tid, cgroup_id, w, &judgement, &path);
             }
         }
@@ -462,10 +462,11 @@ impl Shared {
 /// posture when no `FilePolicy` selects it (the same order `lsm/file_open` follows).
 #[must_use]
 pub fn decide(files: &FileCompiled, w: &Workload, path: &str, access: u8) -> (Verdict, u32) {
-    files::lookup(files, w.identity, path).map_or_else(
+    let (verdict, rule) = files::lookup(files, w.identity, path).map_or_else(
         || (Verdict::from_u8(w.file_default).unwrap_or(Verdict::Deny), 0),
         |e: FileEntry| e.decide(access),
-    )
+    );
+    (w.applied(verdict), rule)
 }
 
 #[cfg(test)]
