@@ -395,6 +395,12 @@ impl AgentProcess {
         panic!("the agent did not come up; its log:\n{}", self.log());
     }
 
+    /// The agent's process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the agent with SIGKILL (no clean-up of any kind) and waits for it to be gone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

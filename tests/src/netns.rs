@@ -259,7 +259,9 @@ impl Rtnl {
     }
 }
 
-fn probe_command(netns: &TestNetns, cgroup: Option<&Path>, args: &[&str]) -> Command {
+/// The probe command for `args`, run inside `netns` (and `cgroup` when given).
+#[must_use]
+pub fn probe_command(netns: &TestNetns, cgroup: Option<&Path>, args: &[&str]) -> Command {
     let mut cmd = Command::new(probe_path());
     cmd.arg("--netns").arg(netns.path());
     if let Some(cg) = cgroup {

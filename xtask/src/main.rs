@@ -8,6 +8,7 @@
 //! - `vm-test`: only the VM tier.
 #![forbid(unsafe_code)]
 
+mod bench;
 mod process;
 mod run;
 mod setup;
@@ -46,7 +47,8 @@ enum Command {
     Test,
     /// Only the VM tier: integration tests built static and run under QEMU on the test kernel.
     VmTest,
-    /// Side-by-side benchmarks (not built yet).
+    /// Side-by-side benchmarks against their baselines (no hook, nftables); writes
+    /// target/bench/results.{md,json}.
     Bench {
         /// Shorter run.
         #[arg(long)]
@@ -66,10 +68,7 @@ fn main() {
         Command::Run { config } => run::run(config),
         Command::Test => Ok(test::run(test::Tiers::All)),
         Command::VmTest => Ok(test::run(test::Tiers::VmOnly)),
-        Command::Bench { quick: _ } => {
-            eprintln!("cargo xtask bench: not built yet");
-            Ok(2)
-        }
+        Command::Bench { quick } => bench::run(quick),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -4,7 +4,8 @@
 //! - bpf-linker, built from crates.io against the nightly toolchain's own libLLVM (no LLVM 22
 //!   package exists for this distribution), cached in `<cache>/bpf-linker-<version>/`;
 //! - the Debian packages of the VM tier (qemu-system-x86, busybox-static, cpio) and of the
-//!   deploy checks (systemd, for `systemd-analyze verify`);
+//!   deploy checks (systemd, for `systemd-analyze verify`) and of the benchmarks' baseline
+//!   (nftables);
 //! - kubernetes-validate from `PyPI` (the Kubernetes schemas it bundles check the manifests), in a
 //!   virtualenv at `<cache>/kubernetes-validate/`;
 //! - the Debian 6.12 cloud kernel, downloaded once and unpacked in `<cache>/kernels/`.
@@ -24,11 +25,12 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The VM tier's kernel: Debian's meta package, resolved to the newest concrete version.
 const KERNEL_META_PACKAGE: &str = "linux-image-6.12-cloud-amd64";
 /// Debian packages the tests need, with a file each one installs (to check for presence).
-const PACKAGES: [(&str, &str); 4] = [
+const PACKAGES: [(&str, &str); 5] = [
     ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
     ("busybox-static", "/bin/busybox"),
     ("cpio", "/bin/cpio"),
     ("systemd", "/usr/bin/systemd-analyze"),
+    ("nftables", "/usr/sbin/nft"),
 ];
 /// The manifest checker, pinned.
 const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";

@@ -167,7 +167,7 @@ fn stage(bins: &Binaries, kernel: &VmKernel, dir: &Path) -> anyhow::Result<PathB
 fn boot(kernel: &VmKernel, initrd: &Path, tally: &mut Tally) -> anyhow::Result<()> {
     let mut child = Command::new("timeout")
         .arg(VM_TIMEOUT_SECS.to_string())
-        .args(["qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max", "-m", "1024", "-smp", "2"])
+        .args(["qemu-system-x86_64", "-accel", "tcg,thread=single", "-cpu", "max", "-m", "1024", "-smp", "2"])
         .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot", "-kernel"])
         .arg(&kernel.vmlinuz)
         .arg("-initrd")

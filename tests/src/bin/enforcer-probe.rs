@@ -6,6 +6,9 @@
 //! ```text
 //! enforcer-probe [--netns NSFILE] [--cgroup DIR] OP
 //!   connect ADDR:PORT            # TCP connect
+//!   connect-bench ADDR:PORT MS   # connect+close for MS ms; one JSON line (counts, p50/p99 µs)
+//!   connect-watch ADDR:PORT      # connect in a loop; "NS ok|denied|failed" at each change
+//!   open-bench PATH MS           # open+close for MS ms; one JSON line (opens, denied)
 //!   connect-every ADDR:PORT MS   # a TCP connect every MS ms until killed, one line each:
 //!                                #   "ok", "denied" (EPERM) or "error ..."
 //!   udp ADDR:PORT                # UDP connect + send
@@ -69,6 +72,11 @@ fn run(args: &[String]) -> io::Result<()> {
         [op, src, dst, sport, options] if op == "raw-syn" => {
             raw_syn(src, dst, sport, options).map_err(|e| io::Error::other(format!("raw-syn: {e}")))
         }
+        [op, addr, ms] if op == "connect-bench" => {
+            connect_bench(addr.parse().map_err(|_| bad())?, Duration::from_millis(ms.parse().map_err(|_| bad())?))
+        }
+        [op, addr] if op == "connect-watch" => connect_watch(addr.parse().map_err(|_| bad())?),
+        [op, path, ms] if op == "open-bench" => open_bench(path, Duration::from_millis(ms.parse().map_err(|_| bad())?)),
         [op, addr] if op == "udp" => {
             connected_udp(addr.parse().map_err(|_| bad())?)?.send(b"probe").map(drop)
         }
@@ -185,6 +193,85 @@ fn raw_syn(src: &str, dst: &str, sport: &str, options: &str) -> io::Result<()> {
     tcp[16..18].copy_from_slice(&check.to_be_bytes());
     let fd = socket(AddressFamily::Inet, SockType::Raw, SockFlag::empty(), SockProtocol::Tcp).map_err(io::Error::from)?;
     sendto(std::os::fd::AsRawFd::as_raw_fd(&fd), &tcp, &SockaddrIn::from(dst), MsgFlags::empty()).map_err(io::Error::from)?;
+    Ok(())
+}
+
+/// Nanoseconds of `CLOCK_MONOTONIC` (comparable across processes).
+fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map_or(0, |t| u64::try_from(Duration::from(t).as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// One TCP connect and an abortive close (RST, so no `TIME_WAIT` exhausts ports).
+fn connect_once(addr: SocketAddr) -> io::Result<()> {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Linger, &libc::linger { l_onoff: 1, l_linger: 0 })
+        .map_err(io::Error::from)?;
+    Ok(())
+}
+
+/// Connects and closes as fast as it can for `length`; prints one JSON line: connects that
+/// succeeded, were denied or failed, and the p50/p99 latency of the successful ones (µs).
+fn connect_bench(addr: SocketAddr, length: Duration) -> io::Result<()> {
+    let start = std::time::Instant::now();
+    let (mut ok, mut denied, mut failed) = (0u64, 0u64, 0u64);
+    let mut lat = Vec::with_capacity(1 << 16);
+    while start.elapsed() < length {
+        let t = std::time::Instant::now();
+        match connect_once(addr) {
+            Ok(()) => {
+                ok += 1;
+                lat.push(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
+            }
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => denied += 1,
+            Err(_) => failed += 1,
+        }
+    }
+    lat.sort_unstable();
+    let pct = |p: usize| lat.get(lat.len().saturating_sub(1) * p / 100).copied().unwrap_or(0) as f64 / 1000.0;
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{{\"ok\":{ok},\"denied\":{denied},\"failed\":{failed},\"seconds\":{secs},\"p50_us\":{},\"p99_us\":{}}}",
+        pct(50),
+        pct(99)
+    );
+    Ok(())
+}
+
+/// Connects in a tight loop until killed, printing `MONOTONIC_NS ok|denied|failed` whenever
+/// the outcome changes (and once at the start).
+fn connect_watch(addr: SocketAddr) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    let mut last = "";
+    loop {
+        let now = match connect_once(addr) {
+            Ok(()) => "ok",
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => "denied",
+            Err(_) => "failed",
+        };
+        if now != last {
+            writeln!(out, "{} {now}", monotonic_ns())?;
+            out.flush()?;
+            last = now;
+        }
+    }
+}
+
+/// Opens and closes `path` as fast as it can for `length`; prints `{"opens":N,"seconds":S}`.
+fn open_bench(path: &str, length: Duration) -> io::Result<()> {
+    let start = std::time::Instant::now();
+    let (mut n, mut denied) = (0u64, 0u64);
+    while start.elapsed() < length {
+        match std::fs::File::open(path) {
+            Ok(f) => {
+                drop(f);
+                n += 1;
+            }
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => denied += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    println!("{{\"opens\":{n},\"denied\":{denied},\"seconds\":{}}}", start.elapsed().as_secs_f64());
     Ok(())
 }
 
