@@ -382,7 +382,9 @@ impl AgentProcess {
     }
 
     fn wait_ready(&self) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        // Attaching BPF-LSM programs (trampolines) under the VM's emulated CPU takes seconds.
+        let limit = Duration::from_secs(if in_vm() { 90 } else { 20 });
+        let deadline = std::time::Instant::now() + limit;
         while std::time::Instant::now() < deadline {
             // Up once the API answers (status exits 1 when it reports a problem; that is an
             // answer too).
@@ -411,7 +413,7 @@ impl AgentProcess {
     /// returns once its API answers.
     ///
     /// # Panics
-    /// When it does not come up within 20 s.
+    /// When it does not come up within 20 s (90 s in the VM).
     pub fn restart(&mut self) {
         self.child = Self::spawn(&self.dir, &self.config);
         self.wait_ready();
