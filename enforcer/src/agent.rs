@@ -35,7 +35,7 @@ use crate::{
 };
 
 /// Fallback rescan period, also the period at which system tags are refreshed. New and
-/// removed cgroups are noticed at once through inotify.
+/// removed cgroups and changes in `policy_dir` are noticed at once through inotify.
 const RESCAN_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Why the agent could not start or stopped.
@@ -45,6 +45,14 @@ pub enum AgentError {
     #[error("cgroup root {path}: {source}")]
     Cgroup {
         /// The configured root.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The policy directory cannot be watched.
+    #[error("policy_dir {path}: {source}")]
+    PolicyDir {
+        /// The configured directory.
         path: PathBuf,
         /// Why.
         source: std::io::Error,
@@ -226,6 +234,8 @@ impl Agent {
             api::server::bind(&config.socket).map_err(|source| AgentError::Socket { path: config.socket.clone(), source })?;
         let mut watcher = CgroupWatcher::new(&config.cgroup_root)
             .map_err(|source| AgentError::Cgroup { path: config.cgroup_root.clone(), source })?;
+        let mut policy_watch = policies::watch::PolicyDirWatcher::new(&config.policy_dir)
+            .map_err(|source| AgentError::PolicyDir { path: config.policy_dir.clone(), source })?;
         let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
         let api_task = tokio::spawn(api::server::serve(listener, Arc::clone(&self.state), async {
             let _ = api_stopped.await;
@@ -275,6 +285,7 @@ impl Agent {
         notify::notify("READY=1\nSTATUS=enforcement live");
         tokio::pin!(shutdown);
         let mut tick = tokio::time::interval(RESCAN_INTERVAL);
+        let mut rewatch_failed = false;
         let result = loop {
             tokio::select! {
                 () = &mut shutdown => break Ok(()),
@@ -284,8 +295,22 @@ impl Agent {
                     }
                     if let Err(e) = self.reconcile() { break Err(e); }
                 }
+                changed = policy_watch.changed() => {
+                    if let Err(source) = changed {
+                        break Err(AgentError::PolicyDir { path: config.policy_dir.clone(), source });
+                    }
+                    self.lock().reload_policies();
+                }
                 _ = tick.tick() => {
                     if let Err(e) = self.reconcile() { break Err(e); }
+                    match policy_watch.rewatch(&config.policy_dir) {
+                        Err(error) if !rewatch_failed => {
+                            rewatch_failed = true;
+                            tracing::warn!(%error, policy_dir = %config.policy_dir.display(), "cannot watch the policy directory; changes are seen at the next rescan");
+                        }
+                        Err(_) => {}
+                        Ok(()) => rewatch_failed = false,
+                    }
                 }
             }
         };

@@ -2,6 +2,8 @@
 //! in `state_dir/applied/`), loaded as one set. A change is taken whole or not at all: when any
 //! file is invalid, the previous set stays in force and the errors are kept for `status`.
 
+pub mod watch;
+
 use std::{
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},

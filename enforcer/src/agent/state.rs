@@ -447,6 +447,16 @@ impl State {
         Ok(changes)
     }
 
+    /// Reloads `policy_dir` (its watcher saw a change) and puts a changed set in force.
+    pub fn reload_policies(&mut self) {
+        if self.policies.refresh(false) {
+            self.dirty = true;
+        }
+        if self.dirty {
+            self.recompile();
+        }
+    }
+
     /// Compiles the policies in force for the current workloads and writes the result to the
     /// kernel as a whole. A failure leaves the previous state in force, is reported by
     /// `status`, and is retried at the next rescan.

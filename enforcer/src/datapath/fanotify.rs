@@ -70,6 +70,8 @@ const UNMARKED: &[&str] = &[
 
 /// Events waiting for the agent's reader; beyond this they are counted lost.
 const EVENT_QUEUE: usize = 4096;
+/// Most requester cgroups remembered (then forgotten all at once).
+const RESOLVED_MAX: usize = 4096;
 /// How often the answering thread looks at its stop flag when idle.
 const IDLE_WAKE: Duration = Duration::from_millis(200);
 
@@ -97,6 +99,15 @@ struct Marks {
     errors: BTreeMap<PathBuf, String>,
 }
 
+/// Requester cgroup (relative path) → id of its nearest enrolled cgroup. Forgotten whenever a
+/// workload is enrolled or removed; `generation` counts those, so a resolution that raced
+/// with one is not remembered.
+#[derive(Default)]
+struct Resolved {
+    generation: u64,
+    by_path: HashMap<String, u64>,
+}
+
 struct Pending {
     tid: u32,
     since: Instant,
@@ -109,6 +120,8 @@ struct Shared {
     mount: PathBuf,
     root: PathBuf,
     workloads: RwLock<HashMap<u64, Workload>>,
+    /// Requester cgroups already resolved, so an open costs no stat per ancestor.
+    resolved: Mutex<Resolved>,
     files: RwLock<Arc<FileCompiled>>,
     marks: Mutex<Marks>,
     /// Requests being judged, by event fd; whoever removes one answers it.
@@ -154,6 +167,7 @@ impl FileFallback {
             mount: mount.to_owned(),
             root: root.to_owned(),
             workloads: RwLock::default(),
+            resolved: Mutex::default(),
             files: RwLock::default(),
             marks: Mutex::default(),
             pending: Mutex::default(),
@@ -178,10 +192,15 @@ impl FileFallback {
     pub fn set_workload(&self, cgroup_id: u64, w: Option<Workload>) {
         {
             let mut map = self.shared.workloads.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-            match w {
-                Some(w) => map.insert(cgroup_id, w),
-                None => map.remove(&cgroup_id),
+            let enrolled_before = match w {
+                Some(w) => map.insert(cgroup_id, w).is_some(),
+                None => map.remove(&cgroup_id).is_some(),
             };
+            if enrolled_before != w.is_some() {
+                let mut resolved = self.shared.resolved.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                resolved.generation += 1;
+                resolved.by_path.clear();
+            }
         }
         self.shared.activate();
     }
@@ -353,16 +372,37 @@ impl Shared {
             return Ok(None);
         }
         let map = self.workloads.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (generation, cached) = {
+            let resolved = self.resolved.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            (resolved.generation, resolved.by_path.get(&rel).copied())
+        };
+        if let Some(id) = cached
+            && let Some(w) = map.get(&id)
+        {
+            return Ok(Some((id, *w)));
+        }
+        let mut found = None;
         let mut at = Some(dir.as_path());
         while let Some(d) = at.filter(|d| d.starts_with(&self.root)) {
             if let Some(w) = cgroup::id(d).ok().and_then(|id| map.get(&id).map(|w| (id, *w))) {
-                return Ok(Some(w));
+                found = Some(w);
+                break;
             }
             at = d.parent();
         }
+        drop(map);
+        if let Some((id, _)) = found {
+            let mut resolved = self.resolved.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if resolved.generation == generation {
+                if resolved.by_path.len() >= RESOLVED_MAX {
+                    resolved.by_path.clear();
+                }
+                resolved.by_path.insert(rel, id);
+            }
+        }
         // Below the root with not even the root's entry: fail closed, as the kernel does.
         let deny = Verdict::Deny as u8;
-        Ok(Some((0, Workload { identity: PENDING, egress_default: deny, ingress_default: deny, file_default: deny, flags: 0 })))
+        Ok(Some(found.unwrap_or((0, Workload { identity: PENDING, egress_default: deny, ingress_default: deny, file_default: deny, flags: 0 }))))
     }
 
     fn judge(&self, tid: u32, path: &Path, mask: MaskFlags) -> Judgement {

@@ -98,11 +98,25 @@ fn proc(tid: u32, file: &str) -> PathBuf {
     PathBuf::from(format!("/proc/{tid}/{file}"))
 }
 
+/// How long [`opening`] waits for the requester to be asleep on the agent's answer.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// What thread `tid` is opening.
+///
+/// The kernel queues the permission event before the requester goes to sleep waiting for the
+/// answer, and `/proc/TID/syscall` says only `running` until it sleeps: that is read again
+/// (for up to [`SETTLE`]) rather than judged as an unknown, read-and-write open.
 #[must_use]
 pub fn opening(tid: u32) -> Opening {
-    let Ok(text) = std::fs::read_to_string(proc(tid, "syscall")) else {
-        return Opening::Unknown;
+    let started = std::time::Instant::now();
+    let text = loop {
+        let Ok(text) = std::fs::read_to_string(proc(tid, "syscall")) else {
+            return Opening::Unknown;
+        };
+        if !text.starts_with("running") || started.elapsed() >= SETTLE {
+            break text;
+        }
+        std::thread::yield_now();
     };
     parse_syscall(&text, |addr| {
         let mem = std::fs::File::open(proc(tid, "mem")).ok()?;

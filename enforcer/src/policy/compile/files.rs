@@ -203,15 +203,26 @@ fn covers(rule: &str, path: &str) -> bool {
 
 /// What the kernel finds for `identity` opening `path`: the longest key that is a prefix of
 /// `path` followed by a NUL. `None`: nothing compiled for the workload (its posture applies).
+///
+/// Keys end in a NUL (an exact path, which only the whole `path` can match) or in `/` (a
+/// subtree), so only the whole path and its prefixes ending in `/` are looked up, longest
+/// first: one ordered lookup per path component, whatever the number of rules.
 #[must_use]
 pub fn lookup(c: &FileCompiled, identity: Identity, path: &str) -> Option<FileEntry> {
-    let mut query = path.as_bytes().to_vec();
-    query.push(0);
-    c.entries
-        .range((identity, Vec::new())..(identity.saturating_add(1), Vec::new()))
-        .filter(|((_, key), _)| query.starts_with(key))
-        .max_by_key(|((_, key), _)| key.len())
-        .map(|(_, e)| *e)
+    let bytes = path.as_bytes();
+    let mut key = (identity, Vec::with_capacity(bytes.len() + 1));
+    key.1.extend_from_slice(bytes);
+    key.1.push(0);
+    if let Some(e) = c.entries.get(&key) {
+        return Some(*e);
+    }
+    for end in (0..bytes.len()).rev().filter(|&i| bytes[i] == b'/') {
+        key.1.truncate(end + 1);
+        if let Some(e) = c.entries.get(&key) {
+            return Some(*e);
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -1,0 +1,136 @@
+//! Notices a change in `policy_dir` at once: inotify on the directory for files finished
+//! (`IN_CLOSE_WRITE`), renamed in or out (`IN_MOVED_TO`, `IN_MOVED_FROM`: editors, `mv`, the
+//! `..data` swap of a Kubernetes ConfigMap volume) and removed (`IN_DELETE`). A file still
+//! being written raises nothing until it is closed, so a half-written policy is never read.
+//! The agent's periodic rescan stays as the fallback (a directory created later, a
+//! filesystem without inotify).
+
+use std::{
+    io,
+    os::fd::{AsFd as _, AsRawFd, RawFd},
+    path::Path,
+};
+
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use tokio::io::{Interest, unix::AsyncFd};
+
+struct Fd(Inotify);
+
+impl AsRawFd for Fd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
+
+const FLAGS: AddWatchFlags = AddWatchFlags::IN_CLOSE_WRITE
+    .union(AddWatchFlags::IN_MOVED_TO)
+    .union(AddWatchFlags::IN_MOVED_FROM)
+    .union(AddWatchFlags::IN_DELETE)
+    .union(AddWatchFlags::IN_DELETE_SELF)
+    .union(AddWatchFlags::IN_MOVE_SELF);
+
+/// Watches one policy directory.
+pub struct PolicyDirWatcher {
+    fd: AsyncFd<Fd>,
+    watching: bool,
+}
+
+impl PolicyDirWatcher {
+    /// Starts watching `dir` if it exists (see [`PolicyDirWatcher::rewatch`]). Must be called
+    /// inside a tokio runtime.
+    ///
+    /// # Errors
+    /// When inotify cannot be set up, or `dir` exists and cannot be watched.
+    pub fn new(dir: &Path) -> io::Result<Self> {
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).map_err(io::Error::from)?;
+        // SAFETY: `Fd` owns the inotify descriptor for its whole life and `as_raw_fd` always
+        // returns that same descriptor, which is what `register_with_interest` requires.
+        #[expect(unsafe_code, reason = "tokio's I/O-safety contract for registering a raw fd")]
+        let fd = unsafe { AsyncFd::register_with_interest(Fd(inotify), Interest::READABLE) }
+            .map_err(io::Error::from)?;
+        let mut w = Self { fd, watching: false };
+        w.rewatch(dir)?;
+        Ok(w)
+    }
+
+    /// Watches `dir` if not yet watching it and it exists now (it may be created after the
+    /// agent started, or replaced); the periodic rescan calls this.
+    ///
+    /// # Errors
+    /// When `dir` exists and cannot be watched.
+    pub fn rewatch(&mut self, dir: &Path) -> io::Result<()> {
+        if self.watching || !dir.is_dir() {
+            return Ok(());
+        }
+        self.fd.get_ref().0.add_watch(dir, FLAGS).map_err(io::Error::from)?;
+        self.watching = true;
+        Ok(())
+    }
+
+    /// Waits until something in the directory changed.
+    ///
+    /// # Errors
+    /// When reading inotify events fails.
+    pub async fn changed(&mut self) -> io::Result<()> {
+        loop {
+            let mut guard = self.fd.readable_mut().await?;
+            let events = match guard.get_inner().0.read_events() {
+                Ok(events) => events,
+                Err(nix::errno::Errno::EAGAIN) => {
+                    guard.clear_ready();
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            drop(guard);
+            if events.iter().any(|e| e.mask.contains(AddWatchFlags::IN_IGNORED)) {
+                // The directory itself went away: watch it again once it is back.
+                self.watching = false;
+            }
+            if !events.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    async fn changed_within(w: &mut PolicyDirWatcher) -> bool {
+        tokio::time::timeout(Duration::from_secs(2), w.changed()).await.is_ok_and(|r| r.is_ok())
+    }
+
+    #[tokio::test]
+    async fn sees_writes_renames_and_removals_but_not_a_file_still_open() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut w = PolicyDirWatcher::new(dir.path()).expect("watch");
+        let path = dir.path().join("a.yaml");
+        let mut open = std::fs::File::create(&path).expect("create");
+        std::io::Write::write_all(&mut open, b"kind: ").expect("write");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), w.changed()).await.is_err(),
+            "a file still being written is not a change yet"
+        );
+        drop(open);
+        assert!(changed_within(&mut w).await, "closed after writing");
+        std::fs::rename(&path, dir.path().join("b.yaml")).expect("rename");
+        assert!(changed_within(&mut w).await, "renamed");
+        std::fs::remove_file(dir.path().join("b.yaml")).expect("remove");
+        assert!(changed_within(&mut w).await, "removed");
+    }
+
+    #[tokio::test]
+    async fn a_directory_made_later_is_watched_on_rewatch() {
+        let parent = tempfile::tempdir().expect("tmp");
+        let dir = parent.path().join("policies");
+        let mut w = PolicyDirWatcher::new(&dir).expect("nothing to watch yet is fine");
+        std::fs::create_dir(&dir).expect("mkdir");
+        w.rewatch(&dir).expect("rewatch");
+        std::fs::write(dir.join("a.yaml"), "x").expect("write");
+        assert!(changed_within(&mut w).await);
+    }
+}
