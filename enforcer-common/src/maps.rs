@@ -64,10 +64,15 @@ pub const FILE_RULES_MAX: u32 = 65_536;
 /// One-element per-CPU array: scratch space for building a [`crate::FileKey`].
 pub const FILE_SCRATCH: &str = "ENF_FILE_SCR";
 
-/// LPM trie [`crate::IpcacheKey`] → remote identity (`u32`).
+/// LPM trie [`crate::IpcacheKey`] → remote identity (`u32`): the prefixes shorter than a
+/// whole address (CIDR blocks).
 pub const IPCACHE: &str = "ENF_IPCACHE";
-/// Capacity of [`IPCACHE`].
+/// Capacity of [`IPCACHE`] and of [`IPCACHE_HOSTS`].
 pub const IPCACHE_MAX: u32 = 65_536;
+/// Hash [`crate::IpcacheKey`] → remote identity (`u32`): whole addresses (a workload's, a
+/// `/32` or `/128` rule). Looked up before [`IPCACHE`]: a whole address is the longest prefix
+/// there is, and one hash probe costs far less than a trie walk.
+pub const IPCACHE_HOSTS: &str = "ENF_IPCACHE_H";
 
 /// Ring buffer of [`crate::NetEvent`] and [`crate::FileEvent`] records.
 pub const EVENTS: &str = "ENF_EVENTS";

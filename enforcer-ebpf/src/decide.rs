@@ -1,6 +1,7 @@
 //! The network verdict: a few map lookups over what the agent compiled.
 //!
-//! Most specific first: the exact port with the remote identity (hash), the port blocks with
+//! The remote's identity comes from the ipcache: whole addresses in a hash, CIDR blocks in a
+//! trie. Most specific first: the exact port with the remote identity (hash), the port blocks with
 //! the remote identity (LPM, whose 0-bit block is that pair's default), then the same two with
 //! any remote, and finally the workload's posture. The generation byte read once per decision
 //! keeps every lookup in one policy version.
@@ -12,7 +13,7 @@ use enforcer_common::{
     net::{DIR_EGRESS, PROTO_ANY, PROTO_TCP, PROTO_UDP, RANGE_FIXED_BITS},
 };
 
-use crate::maps::{CONFIG, IPCACHE, NET_RANGES, NET_RULES};
+use crate::maps::{CONFIG, IPCACHE, IPCACHE_HOSTS, NET_RANGES, NET_RULES};
 
 /// The generation in force.
 #[inline(always)]
@@ -20,10 +21,16 @@ pub fn generation() -> u8 {
     CONFIG.get(0).map_or(0, |c| c.generation)
 }
 
-/// The identity of remote address `addr` (IPv4-mapped for IPv4), or `WORLD`.
+/// The identity of remote address `addr` (IPv4-mapped for IPv4), or `WORLD`: the whole
+/// address first (a hash probe), then the longest CIDR block holding it (a trie walk).
 #[inline(always)]
 pub fn remote_identity(generation: u8, addr: [u8; 16]) -> u32 {
-    IPCACHE.get(Key::new(8 + 128, IpcacheKey { generation, addr })).copied().unwrap_or(WORLD)
+    let key = IpcacheKey { generation, addr };
+    // SAFETY: the value is plain data, copied out at once.
+    if let Some(id) = unsafe { IPCACHE_HOSTS.get(key) } {
+        return *id;
+    }
+    IPCACHE.get(Key::new(8 + 128, key)).copied().unwrap_or(WORLD)
 }
 
 /// Protocols other than TCP and UDP are decided by the rules that name no protocol.

@@ -43,6 +43,9 @@ pub static FILE_SCRATCH: PerCpuArray<aya_ebpf::maps::lpm_trie::Key<FileKey>> = P
 #[map(name = "ENF_IPCACHE")]
 pub static IPCACHE: LpmTrie<IpcacheKey, u32> = LpmTrie::pinned(IPCACHE_MAX, 0);
 
+#[map(name = "ENF_IPCACHE_H")]
+pub static IPCACHE_HOSTS: HashMap<IpcacheKey, u32> = HashMap::pinned(IPCACHE_MAX, 0);
+
 #[map(name = "ENF_UDP_FLOWS")]
 pub static UDP_FLOWS: LruHashMap<FlowKey, u8> = LruHashMap::pinned(UDP_FLOWS_MAX, 0);
 

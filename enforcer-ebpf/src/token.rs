@@ -51,12 +51,10 @@ fn agent_id() -> Option<u32> {
 }
 
 /// Records that the socket `cookie` connects for the workload with `serial`, so its SYN can be
-/// stamped (called by `connect4/6` for allowed TCP connects).
+/// stamped (called by `connect4/6` for allowed TCP connects while tokens are [`enabled`]).
 #[inline(always)]
 pub fn remember(cookie: u64, serial: u32) {
-    if agent_id().is_some() {
-        let _ = SOCK_SERIALS.insert(cookie, serial, 0);
-    }
+    let _ = SOCK_SERIALS.insert(cookie, serial, 0);
 }
 
 #[sock_ops]

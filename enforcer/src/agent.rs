@@ -258,17 +258,7 @@ impl Agent {
         let reader = tokio::spawn(flows::read(ring, self.file_events.take(), names, log, flow_log, observations));
         let aws = tokio::spawn(ec2_identity(config.imds_url.clone(), Arc::clone(&self.state)));
         let cluster = match &config.cluster {
-            Some(c) => {
-                let listener = tokio::net::TcpListener::bind(c.listen)
-                    .await
-                    .map_err(|e| AgentError::Cluster(format!("[cluster] listen {}: {e}", c.listen)))?;
-                let server = tonic::transport::Server::builder()
-                    .add_service(crate::api::proto::peer_exchange_server::PeerExchangeServer::new(
-                        crate::cluster::service::Service::new(Arc::clone(&self.state)),
-                    ))
-                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
-                Some((tokio::spawn(server), tokio::spawn(exchange_with_peers(Arc::clone(&self.state)))))
-            }
+            Some(c) => Some(serve_cluster(c.listen, &self.state).await?),
             None => None,
         };
         {
@@ -333,6 +323,21 @@ impl Agent {
         );
         result
     }
+}
+
+/// Serves `PeerExchange` on `listen` and starts asking the peers; returns both tasks.
+async fn serve_cluster(
+    listen: std::net::SocketAddr,
+    state: &Arc<Mutex<State>>,
+) -> Result<(tokio::task::JoinHandle<Result<(), tonic::transport::Error>>, tokio::task::JoinHandle<()>), AgentError> {
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|e| AgentError::Cluster(format!("[cluster] listen {listen}: {e}")))?;
+    let server = tonic::transport::Server::builder()
+        .add_service(crate::api::proto::peer_exchange_server::PeerExchangeServer::new(crate::cluster::service::Service::new(
+            Arc::clone(state),
+        )))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+    Ok((tokio::spawn(server), tokio::spawn(exchange_with_peers(Arc::clone(state)))))
 }
 
 /// How often the agent exchanges profiles with its peers: changes reach them within this.

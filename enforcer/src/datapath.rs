@@ -200,6 +200,7 @@ impl Datapath {
             take_map(&mut ebpf, maps::NET_RULES)?,
             take_map(&mut ebpf, maps::NET_RANGES)?,
             take_map(&mut ebpf, maps::IPCACHE)?,
+            take_map(&mut ebpf, maps::IPCACHE_HOSTS)?,
             take_map(&mut ebpf, maps::FILE_RULES)?,
         )?;
         let cluster = cluster::ClusterMaps {

@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--quick]`: builds the release agent, the probe and the benchmark runner
+//! `cargo xtask bench [--quick] [--only ROWS]`: builds the release agent, the probe and the benchmark runner
 //! (`tests/src/bin/enforcer-bench.rs`), runs it as root and leaves `target/bench/results.json`
 //! and `results.md`. `BENCHMARKS.md` explains the method and carries the latest table.
 
@@ -10,7 +10,7 @@ use crate::process::{cargo, root, status};
 ///
 /// # Errors
 /// When a build fails or the runner cannot start.
-pub fn run(quick: bool) -> anyhow::Result<i32> {
+pub fn run(quick: bool, only: Option<&str>) -> anyhow::Result<i32> {
     if !nix::unistd::Uid::effective().is_root() {
         bail!("the benchmarks load BPF programs and create namespaces: run as root");
     }
@@ -24,6 +24,9 @@ pub fn run(quick: bool) -> anyhow::Result<i32> {
     cmd.arg("--out").arg(&out).env("ENFORCER_BIN", release.join("enforcer")).env("ENFORCER_PROBE", release.join("enforcer-probe"));
     if quick {
         cmd.arg("--quick");
+    }
+    if let Some(rows) = only {
+        cmd.args(["--only", rows]);
     }
     let code = cmd.status().context("running enforcer-bench")?.code().unwrap_or(1);
     if code == 0 {

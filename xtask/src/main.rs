@@ -50,9 +50,13 @@ enum Command {
     /// Side-by-side benchmarks against their baselines (no hook, nftables); writes
     /// target/bench/results.{md,json}.
     Bench {
-        /// Shorter run.
+        /// Shorter run (under five minutes).
         #[arg(long)]
         quick: bool,
+        /// Only these rows, comma-separated: connect, nft, update, events, files, memory, tokens,
+        /// vm-files.
+        #[arg(long)]
+        only: Option<String>,
     },
 }
 
@@ -68,7 +72,7 @@ fn main() {
         Command::Run { config } => run::run(config),
         Command::Test => Ok(test::run(test::Tiers::All)),
         Command::VmTest => Ok(test::run(test::Tiers::VmOnly)),
-        Command::Bench { quick } => bench::run(quick),
+        Command::Bench { quick, only } => bench::run(quick, only.as_deref()),
     };
     match result {
         Ok(code) => std::process::exit(code),

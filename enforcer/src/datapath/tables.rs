@@ -30,7 +30,7 @@ pub struct Mirror {
     pub exact: BTreeMap<ExactKey, NetRuleValue>,
     /// Port blocks.
     pub blocks: BTreeMap<BlockKey, NetRuleValue>,
-    /// ipcache prefixes.
+    /// ipcache prefixes (whole addresses, length 128, live in `IPCACHE_HOSTS`).
     pub ipcache: BTreeMap<([u8; 16], u8), u32>,
     /// File rule keys (identity, key bytes).
     pub files: BTreeMap<(Identity, Vec<u8>), FileValue>,
@@ -86,11 +86,20 @@ fn ipcache_key(&(addr, len): &([u8; 16], u8), generation: u8) -> Key<IpcacheKey>
     Key::new(8 + u32::from(len), IpcacheKey { generation, addr })
 }
 
-/// The three maps that hold compiled policy.
+/// The length of a whole address: such ipcache entries go to the hash, not the trie.
+const HOST: u8 = 128;
+
+/// Whole-address ipcache entries of a generation.
+fn hosts(m: &Mirror) -> usize {
+    m.ipcache.keys().filter(|(_, len)| *len == HOST).count()
+}
+
+/// The maps that hold compiled policy.
 pub struct Tables {
     pub(super) rules: HashMap<MapData, NetRuleKey, NetRuleValue>,
     pub(super) ranges: LpmTrie<MapData, RangeKey, NetRuleValue>,
     pub(super) ipcache: LpmTrie<MapData, IpcacheKey, u32>,
+    pub(super) hosts: HashMap<MapData, IpcacheKey, u32>,
     pub(super) files: LpmTrie<MapData, FileKey, FileValue>,
     mirrors: [Mirror; 2],
 }
@@ -98,12 +107,13 @@ pub struct Tables {
 impl Tables {
     /// Entries in each policy map (both generations), with its capacity.
     #[must_use]
-    pub fn fill_levels(&self) -> [(&'static str, usize, u32); 4] {
+    pub fn fill_levels(&self) -> [(&'static str, usize, u32); 5] {
         let sum = |f: fn(&Mirror) -> usize| self.mirrors.iter().map(f).sum::<usize>();
         [
             (maps::NET_RULES, sum(|m| m.exact.len()), maps::NET_RULES_MAX),
             (maps::NET_RANGES, sum(|m| m.blocks.len()), maps::NET_RANGES_MAX),
-            (maps::IPCACHE, sum(|m| m.ipcache.len()), maps::IPCACHE_MAX),
+            (maps::IPCACHE, sum(|m| m.ipcache.len() - hosts(m)), maps::IPCACHE_MAX),
+            (maps::IPCACHE_HOSTS, sum(hosts), maps::IPCACHE_MAX),
             (maps::FILE_RULES, sum(|m| m.files.len()), maps::FILE_RULES_MAX),
         ]
     }
@@ -146,6 +156,7 @@ impl Tables {
         rules: HashMap<MapData, NetRuleKey, NetRuleValue>,
         ranges: LpmTrie<MapData, RangeKey, NetRuleValue>,
         ipcache: LpmTrie<MapData, IpcacheKey, u32>,
+        hosts: HashMap<MapData, IpcacheKey, u32>,
         files: LpmTrie<MapData, FileKey, FileValue>,
     ) -> Result<Self, DatapathError> {
         let mut mirrors: [Mirror; 2] = Default::default();
@@ -173,6 +184,12 @@ impl Tables {
                 m.ipcache.insert((d.addr, len), v);
             }
         }
+        for item in &hosts {
+            let (k, v) = item.map_err(map_err(maps::IPCACHE_HOSTS))?;
+            if let Some(m) = mirrors.get_mut(usize::from(k.generation)) {
+                m.ipcache.insert((k.addr, HOST), v);
+            }
+        }
         for item in &files {
             let (k, v) = item.map_err(map_err(maps::FILE_RULES))?;
             let d = k.data();
@@ -181,7 +198,7 @@ impl Tables {
                 m.files.insert((u32::from_be_bytes(d.identity), d.path[..n].to_vec()), v);
             }
         }
-        Ok(Self { rules, ranges, ipcache, files, mirrors })
+        Ok(Self { rules, ranges, ipcache, hosts, files, mirrors })
     }
 
     /// What generation `g` holds.
@@ -220,8 +237,14 @@ impl Tables {
             Op::Remove(k) => ignore_missing(ranges.remove(&block_key(k, g)), maps::NET_RANGES),
             Op::Put(k, v) => ranges.insert(&block_key(k, g), *v, 0).map_err(map_err(maps::NET_RANGES)),
         })?;
-        let ipcache = &mut self.ipcache;
+        let (ipcache, hosts) = (&mut self.ipcache, &mut self.hosts);
         sync(&old.ipcache, &new.ipcache, stats, |op| match op {
+            Op::Remove(&(addr, HOST)) => {
+                ignore_missing(hosts.remove(&IpcacheKey { generation: g, addr }), maps::IPCACHE_HOSTS)
+            }
+            Op::Put(&(addr, HOST), v) => {
+                hosts.insert(IpcacheKey { generation: g, addr }, *v, 0).map_err(map_err(maps::IPCACHE_HOSTS))
+            }
             Op::Remove(k) => ignore_missing(ipcache.remove(&ipcache_key(k, g)), maps::IPCACHE),
             Op::Put(k, v) => ipcache.insert(&ipcache_key(k, g), *v, 0).map_err(map_err(maps::IPCACHE)),
         })?;

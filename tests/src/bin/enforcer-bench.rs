@@ -3,7 +3,7 @@
 //! network namespaces and cgroups it creates and removes.
 //!
 //! ```text
-//! enforcer-bench [--quick] --out DIR      # writes DIR/results.json and DIR/results.md
+//! enforcer-bench [--quick] [--only ROWS] --out DIR   # writes DIR/results.json and DIR/results.md
 //! ```
 //! Needs root, `ENFORCER_BIN` and `ENFORCER_PROBE` (release builds; `cargo xtask bench` sets
 //! them) and `nft`.
@@ -393,6 +393,8 @@ impl Bench {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let quick = args.iter().any(|a| a == "--quick");
+    // `--only connect,nft,update,events,files,memory`: a subset of the rows (while working on one).
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).cloned();
     let out = args.iter().position(|a| a == "--out").and_then(|i| args.get(i + 1)).map_or_else(|| PathBuf::from("target/bench"), PathBuf::from);
     std::fs::create_dir_all(&out).expect("out dir");
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
@@ -410,15 +412,28 @@ fn main() {
     let mut b = Bench { quick, round: Duration::from_millis(if quick { 1000 } else { 3000 }), net, root, outside, pins, agent, results: BTreeMap::new() };
     let counts: &[usize] = if b.quick { &[10, 1000, 10_000] } else { &[10, 1000, 10_000, 100_000] };
     let started = Instant::now();
-    b.agent_connects(counts);
-    b.nft_connects(counts);
-    b.load_policy(&policy(10, 0));
-    b.update_latency(if b.quick { 10 } else { 50 });
-    b.swap(if b.quick { 10_000 } else { 100_000 });
-    b.load_policy(&policy(10, 0));
-    b.events(&[1, 2, 4]);
-    b.files();
-    b.memory(if b.quick { &[10, 100, 1000] } else { &[10, 100, 1000, 10_000] });
+    let wanted = |row: &str| only.as_ref().is_none_or(|o| o.split(',').any(|x| x == row));
+    if wanted("connect") {
+        b.agent_connects(counts);
+    }
+    if wanted("nft") {
+        b.nft_connects(counts);
+    }
+    if wanted("update") {
+        b.load_policy(&policy(10, 0));
+        b.update_latency(if b.quick { 10 } else { 50 });
+        b.swap(if b.quick { 10_000 } else { 100_000 });
+    }
+    if wanted("events") {
+        b.load_policy(&policy(10, 0));
+        b.events(&[1, 2, 4]);
+    }
+    if wanted("files") {
+        b.files();
+    }
+    if wanted("memory") {
+        b.memory(if b.quick { &[10, 100, 1000] } else { &[10, 100, 1000, 10_000] });
+    }
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
     let report = json!({ "quick": quick, "seconds": started.elapsed().as_secs_f64(), "kernel": kernel(), "results": b.results });
     std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&report).expect("json")).expect("results.json");

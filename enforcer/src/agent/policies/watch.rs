@@ -1,6 +1,6 @@
 //! Notices a change in `policy_dir` at once: inotify on the directory for files finished
 //! (`IN_CLOSE_WRITE`), renamed in or out (`IN_MOVED_TO`, `IN_MOVED_FROM`: editors, `mv`, the
-//! `..data` swap of a Kubernetes ConfigMap volume) and removed (`IN_DELETE`). A file still
+//! `..data` swap of a Kubernetes `ConfigMap` volume) and removed (`IN_DELETE`). A file still
 //! being written raises nothing until it is closed, so a half-written policy is never read.
 //! The agent's periodic rescan stays as the fallback (a directory created later, a
 //! filesystem without inotify).
