@@ -112,7 +112,7 @@ fn egress(ctx: &SockAddrContext, dst: [u8; 16], user_port: u32, proto: u32, fami
     if let Some(f) = &flow {
         let _ = UDP_FLOWS.insert(f, 0, 0);
     }
-    if proto == PROTO_TCP && token::enabled() {
+    if proto == PROTO_TCP && token::enabled() && token::to_peer(&dst) {
         // SAFETY: the context pointer is valid for the program's run.
         token::remember(unsafe { bpf_get_socket_cookie(ctx.as_ptr()) }, w.identity);
     }

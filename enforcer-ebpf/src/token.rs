@@ -50,8 +50,17 @@ fn agent_id() -> Option<u32> {
     CLUSTER.get(0).map(|c| c.agent_id).filter(|id| *id != 0)
 }
 
+/// Whether `addr` is a peer agent's workload address: only connections there are stamped, so
+/// only theirs need [`remember`] (an LRU insert, the costliest step of a decision).
+#[inline(always)]
+pub fn to_peer(addr: &[u8; 16]) -> bool {
+    // SAFETY: the value is not read.
+    unsafe { PEER_ADDRS.get(addr) }.is_some()
+}
+
 /// Records that the socket `cookie` connects for the workload with `serial`, so its SYN can be
-/// stamped (called by `connect4/6` for allowed TCP connects while tokens are [`enabled`]).
+/// stamped (called by `connect4/6` for allowed TCP connects while tokens are [`enabled`], to
+/// a [`to_peer`] address).
 #[inline(always)]
 pub fn remember(cookie: u64, serial: u32) {
     let _ = SOCK_SERIALS.insert(cookie, serial, 0);

@@ -20,7 +20,7 @@ use crate::{
 
 use crate::process::{STATIC_RUSTFLAGS, STATIC_TARGET as TARGET};
 /// Marker lines the VM's init prints around each test binary.
-const MARK: &str = "ENFORCER-VM:";
+pub(crate) const MARK: &str = "ENFORCER-VM:";
 /// Upper bound for one VM run (boot plus every test under TCG).
 const VM_TIMEOUT_SECS: u32 = 900;
 
@@ -78,7 +78,9 @@ fn build_static() -> anyhow::Result<Binaries> {
     Ok(Binaries { tests, probe, enforcer })
 }
 
-fn init_script(ci: bool) -> String {
+/// The VM's `/init` up to the point where the tests (or the benchmark) can run: filesystems,
+/// kernel modules, loopback and the environment the harness reads.
+pub(crate) fn init_prelude(ci: bool) -> String {
     // A module that does not load is a marker line the host counts as a failure.
     let mut insmod = String::new();
     for m in MODULES {
@@ -99,7 +101,14 @@ mount -t tmpfs tmpfs /tmp
 {insmod}ip link set lo up
 export ENFORCER_TIER=vm ENFORCER_PROBE=/bin/enforcer-probe ENFORCER_BIN=/bin/enforcer HOME=/root RUST_BACKTRACE=1 {ci}
 echo "{MARK} kernel $(uname -r) lsm $(cat /sys/kernel/security/lsm)"
-for t in /tests/*; do
+"#,
+        ci = if ci { "CI=true" } else { "" }
+    )
+}
+
+fn init_script(ci: bool) -> String {
+    format!(
+        r#"{prelude}for t in /tests/*; do
   echo "{MARK} binary $(basename $t)"
   $t --test-threads=1 2>&1
   echo "{MARK} exit $?"
@@ -107,7 +116,7 @@ done
 echo "{MARK} done"
 poweroff -f
 "#,
-        ci = if ci { "CI=true" } else { "" }
+        prelude = init_prelude(ci)
     )
 }
 
@@ -141,19 +150,26 @@ fn stage_modules(kernel: &VmKernel, dest: &Path) -> anyhow::Result<()> {
 }
 
 fn stage(bins: &Binaries, kernel: &VmKernel, dir: &Path) -> anyhow::Result<PathBuf> {
+    let mut files = vec![(bins.probe.clone(), "bin/enforcer-probe".to_owned()), (bins.enforcer.clone(), "bin/enforcer".to_owned())];
+    files.extend(bins.tests.iter().map(|(name, exe)| (exe.clone(), format!("tests/{name}"))));
+    stage_files(&files, kernel, dir, &init_script(std::env::var("CI").is_ok_and(|v| v == "true")))
+}
+
+/// Packs busybox, the kernel modules, `files` (source, path in the VM) and `init` into an
+/// initramfs built in `dir`; returns the archive.
+pub(crate) fn stage_files(files: &[(PathBuf, String)], kernel: &VmKernel, dir: &Path, init: &str) -> anyhow::Result<PathBuf> {
     let _ = std::fs::remove_dir_all(dir);
     for d in ["bin", "tests", "proc", "sys", "dev", "tmp", "root", "run", "etc", "lib/modules"] {
         std::fs::create_dir_all(dir.join(d))?;
     }
     std::fs::copy("/bin/busybox", dir.join("bin/busybox")).context("copying /bin/busybox (busybox-static)")?;
-    std::fs::copy(&bins.probe, dir.join("bin/enforcer-probe"))?;
-    std::fs::copy(&bins.enforcer, dir.join("bin/enforcer"))?;
-    for (name, exe) in &bins.tests {
-        std::fs::copy(exe, dir.join("tests").join(name))?;
+    for (src, dest) in files {
+        std::fs::copy(src, dir.join(dest)).with_context(|| format!("copying {}", src.display()))?;
     }
     stage_modules(kernel, &dir.join("lib/modules"))?;
-    let init = dir.join("init");
-    std::fs::write(&init, init_script(std::env::var("CI").is_ok_and(|v| v == "true")))?;
+    let init_path = dir.join("init");
+    std::fs::write(&init_path, init)?;
+    let init = init_path;
     std::fs::set_permissions(&init, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     let initrd = dir.with_extension("cpio.gz");
     status(Command::new("sh").arg("-c").arg(format!(
@@ -164,9 +180,11 @@ fn stage(bins: &Binaries, kernel: &VmKernel, dir: &Path) -> anyhow::Result<PathB
     Ok(initrd)
 }
 
-fn boot(kernel: &VmKernel, initrd: &Path, tally: &mut Tally) -> anyhow::Result<()> {
+/// Boots `initrd` on `kernel` under QEMU for at most `timeout_secs`, handing every console
+/// line to `on_line`.
+pub(crate) fn boot_lines(kernel: &VmKernel, initrd: &Path, timeout_secs: u32, mut on_line: impl FnMut(&str)) -> anyhow::Result<()> {
     let mut child = Command::new("timeout")
-        .arg(VM_TIMEOUT_SECS.to_string())
+        .arg(timeout_secs.to_string())
         .args(["qemu-system-x86_64", "-accel", "tcg,thread=single", "-cpu", "max", "-m", "1024", "-smp", "2"])
         .args(["-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot", "-kernel"])
         .arg(&kernel.vmlinuz)
@@ -177,12 +195,20 @@ fn boot(kernel: &VmKernel, initrd: &Path, tally: &mut Tally) -> anyhow::Result<(
         .stdout(Stdio::piped())
         .spawn()
         .context("starting qemu-system-x86_64")?;
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            on_line(line.trim_end_matches('\r'));
+        }
+    }
+    child.wait()?;
+    Ok(())
+}
+
+fn boot(kernel: &VmKernel, initrd: &Path, tally: &mut Tally) -> anyhow::Result<()> {
     let mut binary = String::new();
     let mut failed_before = 0;
     let mut done = false;
-    if let Some(out) = child.stdout.take() {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            let line = line.trim_end_matches('\r');
+    boot_lines(kernel, initrd, VM_TIMEOUT_SECS, |line| {
             println!("vm| {line}");
             if let Some(rest) = line.strip_prefix(MARK) {
                 let rest = rest.trim();
@@ -201,11 +227,9 @@ fn boot(kernel: &VmKernel, initrd: &Path, tally: &mut Tally) -> anyhow::Result<(
             } else {
                 tally.observe(line, &binary);
             }
-        }
-    }
-    let st = child.wait()?;
+    })?;
     if !done {
-        bail!("the VM did not finish its tests (qemu: {st}; timeout {VM_TIMEOUT_SECS}s)");
+        bail!("the VM did not finish its tests (timeout {VM_TIMEOUT_SECS}s)");
     }
     Ok(())
 }

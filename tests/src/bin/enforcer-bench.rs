@@ -3,7 +3,8 @@
 //! network namespaces and cgroups it creates and removes.
 //!
 //! ```text
-//! enforcer-bench [--quick] [--only ROWS] --out DIR   # writes DIR/results.json and DIR/results.md
+//! enforcer-bench [--quick] [--only ROWS] [--merge FILE] --out DIR
+//!     # writes DIR/results.json and DIR/results.md; FILE: another run's results.json (the VM's)
 //! ```
 //! Needs root, `ENFORCER_BIN` and `ENFORCER_PROBE` (release builds; `cargo xtask bench` sets
 //! them) and `nft`.
@@ -20,13 +21,15 @@ use std::{
 };
 
 use enforcer_tests::{
-    AgentProcess, Outcome, TestCgroup, TestPins, eventually,
+    AgentProcess, Outcome, TestCgroup, TestPins, enforcer, eventually, in_vm,
     netns::{TestNet, TestNetns, listen_in, probe_command, probe_in},
 };
 use serde_json::{Value, json};
 
 const SERVER: &str = "10.200.0.2:7000";
 const DENIED_ADDR: &str = "10.200.0.2:7001";
+/// The server of the identity-token row, in host B's workload.
+const TOKEN_SERVER: &str = "10.200.0.2:7002";
 
 struct Bench {
     quick: bool,
@@ -94,6 +97,16 @@ fn nft_ruleset(n: usize, set: bool) -> String {
     r
 }
 
+/// (run time ns, run count) of the program pinned as `name` under `pins`, from its fdinfo
+/// (`kernel.bpf_stats_enabled` counts them).
+fn prog_stats(pins: &Path, name: &str) -> (u64, u64) {
+    let Ok(info) = aya::programs::ProgramInfo::from_pin(pins.join("progs").join(name)) else { return (0, 0) };
+    let Ok(fd) = info.fd() else { return (0, 0) };
+    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd())).unwrap_or_default();
+    let field = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)?.trim().parse::<u64>().ok()).unwrap_or(0);
+    (field("run_time_ns:"), field("run_cnt:"))
+}
+
 impl Bench {
     fn client(&self) -> &TestNetns {
         self.net.host(0)
@@ -114,11 +127,12 @@ impl Bench {
         v["ok"].as_f64().unwrap_or(0.0) / v["seconds"].as_f64().unwrap_or(1.0)
     }
 
-    /// Interleaved rounds: baseline, subject, baseline, subject. Returns both means.
+    /// Interleaved rounds: baseline, subject, baseline, subject (three pairs in the full run).
+    /// Returns both means.
     fn interleaved(&self, subject: impl Fn() -> Value) -> (Value, Value) {
         let base_cg = self.outside.child("base");
         let (mut b, mut s) = (Vec::new(), Vec::new());
-        for _ in 0..2 {
+        for _ in 0..if self.quick { 2 } else { 3 } {
             b.push(self.connects(self.baseline_ns(), &base_cg, SERVER));
             s.push(subject());
         }
@@ -187,14 +201,9 @@ impl Bench {
         total / 1024
     }
 
-    /// (run time ns, run count) of the pinned program `name`, from its fdinfo.
+    /// (run time ns, run count) of the agent's pinned program `name`.
     fn prog_stats(&self, name: &str) -> (u64, u64) {
-        let Ok(info) = aya::programs::ProgramInfo::from_pin(self.pins.path().join("progs").join(name)) else { return (0, 0) };
-        let Ok(fd) = info.fd() else { return (0, 0) };
-        let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_fd().as_raw_fd()))
-            .unwrap_or_default();
-        let field = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)?.trim().parse::<u64>().ok()).unwrap_or(0);
-        (field("run_time_ns:"), field("run_cnt:"))
+        prog_stats(self.pins.path(), name)
     }
 
     fn row(&mut self, key: &str, value: Value) {
@@ -338,7 +347,62 @@ impl Bench {
         }
     }
 
-    /// Row 5 (this host: fanotify): open+close rate of a workload with and without a
+    /// Row 2, identity tokens: two more agents (host A with the client workload, host B with
+    /// the server admitting it by label), tokens on; the client connects to the server,
+    /// interleaved with the no-hook baseline. Kernel ns per run of A's `connect4` and `stamp`
+    /// (`sock_ops`: stamps the SYN) and B's `ingress` (checks it), and the connect rate.
+    fn tokens(&mut self) {
+        let dirs = tempfile::tempdir().expect("tmp");
+        let (ca_dir, a_state, b_state) = (dirs.path().join("ca"), dirs.path().join("a"), dirs.path().join("b"));
+        let path = |p: &Path| p.to_str().expect("utf-8").to_owned();
+        let ok = |(code, _, err): (i32, String, String)| assert_eq!(code, 0, "{err}");
+        ok(enforcer(&["ca", "init", "--dir", &path(&ca_dir)]));
+        ok(enforcer(&["ca", "issue", "--dir", &path(&ca_dir), "--state", &path(&a_state), "--name", "host-a"]));
+        ok(enforcer(&["ca", "issue", "--dir", &path(&ca_dir), "--state", &path(&b_state), "--name", "host-b"]));
+        let port = || std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port");
+        let (pa, pb) = (port(), port());
+        let cluster = |listen: u16, peer: u16| {
+            format!("[cluster]\nlisten = \"127.0.0.1:{listen}\"\npeers = [\"127.0.0.1:{peer}\"]\ntrust = {:?}\n", path(&ca_dir.join("ca.pub")))
+        };
+        let (root_a, root_b, pins_a, pins_b) = (TestCgroup::new(), TestCgroup::new(), TestPins::new(), TestPins::new());
+        let (client, srv) = (root_a.child("client"), root_b.child("srv"));
+        let _server = listen_in(self.net.host(1), Some(&srv), "tcp", TOKEN_SERVER);
+        let _a = AgentProcess::start_with_state(
+            &root_a,
+            &pins_a,
+            &format!("default_network = \"allow\"\n[[workload]]\ncgroup = \"client\"\nlabels = {{ app = \"client\" }}\n{}", cluster(pa, pb)),
+            &a_state,
+        );
+        let b = AgentProcess::start_with_state(
+            &root_b,
+            &pins_b,
+            &format!("default_network = \"deny\"\n[[workload]]\ncgroup = \"srv\"\nlabels = {{ app = \"srv\" }}\n{}", cluster(pb, pa)),
+            &b_state,
+        );
+        let policy = b.dir().join("srv.yaml");
+        std::fs::write(&policy, "kind: NetworkPolicy\nname: srv-in\nsubject: \"app=srv\"\ningress:\n  - from: \"app=client\"\n    ports: [\"tcp/7002\"]\n").expect("policy");
+        ok(b.cli(&["policy", "apply", policy.to_str().expect("utf-8")]));
+        assert!(
+            eventually(Duration::from_secs(30), || probe_in(self.client(), Some(&client), &["connect", TOKEN_SERVER]) == Outcome::Ok),
+            "the client is admitted by its token: {}",
+            b.cli(&["peers"]).1
+        );
+        let programs = [("a_connect4", pins_a.path(), "connect4"), ("a_stamp", pins_a.path(), "stamp"), ("b_ingress", pins_b.path(), "ingress")];
+        let before: Vec<(u64, u64)> = programs.iter().map(|(_, pins, name)| prog_stats(pins, name)).collect();
+        let verified = |s: &Value| s["tokens"]["verified"].as_u64().unwrap_or(0);
+        let status = || serde_json::from_str::<Value>(&b.cli(&["status", "-o", "json"]).1).unwrap_or_default();
+        let v0 = verified(&status());
+        let (base, subject) = self.interleaved(|| self.connects(self.client(), &client, TOKEN_SERVER));
+        let v1 = verified(&status());
+        let mut ns = serde_json::Map::new();
+        for ((key, pins, name), (t0, c0)) in programs.iter().zip(before) {
+            let (t1, c1) = prog_stats(pins, name);
+            ns.insert((*key).to_owned(), json!({ "ns_per_run": (t1 - t0) as f64 / (c1 - c0).max(1) as f64, "runs": c1 - c0 }));
+        }
+        self.row("tokens", json!({ "baseline": base, "subject": subject, "programs": ns, "tokens_verified": v1.saturating_sub(v0) }));
+    }
+
+    /// Row 5 (this host: fanotify; in the VM: BPF-LSM): open+close rate of a workload with and without a
     /// `FilePolicy`, interleaved.
     fn files(&mut self) {
         let bench = self.root.child("bench");
@@ -356,17 +420,17 @@ impl Bench {
             denied.set(denied.get() + v["denied"].as_u64().unwrap_or(0));
             v["opens"].as_f64().unwrap_or(0.0) / v["seconds"].as_f64().unwrap_or(1.0)
         };
-        let (mut without, mut with) = (Vec::new(), Vec::new());
+        let (mut without, mut with, mut mechanism) = (Vec::new(), Vec::new(), String::new());
         for _ in 0..2 {
             without.push(opens(self));
             assert_eq!(self.agent.cli(&["policy", "apply", policy.to_str().expect("utf-8")]).0, 0);
+            mechanism = self.status()["file_enforcement"].as_str().unwrap_or_default().to_owned();
             with.push(opens(self));
             assert_eq!(self.agent.cli(&["policy", "delete", "bench-files"]).0, 0);
         }
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-        let mechanism = self.status()["file_enforcement"].as_str().unwrap_or_default().to_owned();
         self.row(
-            "files/host",
+            if in_vm() { "files/vm" } else { "files/host" },
             json!({ "mechanism": mechanism, "without_policy_per_second": mean(&without), "with_policy_per_second": mean(&with),
                     "wrongly_denied": denied.get() }),
         );
@@ -410,14 +474,21 @@ fn main() {
     );
     let _server = listen_in(net.host(1), None, "tcp", SERVER);
     let mut b = Bench { quick, round: Duration::from_millis(if quick { 1000 } else { 3000 }), net, root, outside, pins, agent, results: BTreeMap::new() };
-    let counts: &[usize] = if b.quick { &[10, 1000, 10_000] } else { &[10, 1000, 10_000, 100_000] };
+    // The agent's rows go to 100k rules in both runs (its cost should not grow with them); the
+    // nftables chain at 100k rules takes minutes to load and to connect through, so only the
+    // full run has it.
+    let counts: &[usize] = &[10, 1000, 10_000, 100_000];
+    let nft_counts: &[usize] = if b.quick { &[10, 1000, 10_000] } else { counts };
     let started = Instant::now();
     let wanted = |row: &str| only.as_ref().is_none_or(|o| o.split(',').any(|x| x == row));
     if wanted("connect") {
         b.agent_connects(counts);
     }
     if wanted("nft") {
-        b.nft_connects(counts);
+        b.nft_connects(nft_counts);
+    }
+    if wanted("tokens") {
+        b.tokens();
     }
     if wanted("update") {
         b.load_policy(&policy(10, 0));
@@ -435,6 +506,14 @@ fn main() {
         b.memory(if b.quick { &[10, 100, 1000] } else { &[10, 100, 1000, 10_000] });
     }
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
+    // `--merge FILE`: rows of another run (the VM's) join this report, keyed as they were.
+    if let Some(file) = args.iter().position(|a| a == "--merge").and_then(|i| args.get(i + 1)) {
+        let other: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{file}: {e}")))
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        for (k, v) in other["results"].as_object().into_iter().flatten() {
+            b.results.insert(k.clone(), v.clone());
+        }
+    }
     let report = json!({ "quick": quick, "seconds": started.elapsed().as_secs_f64(), "kernel": kernel(), "results": b.results });
     std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&report).expect("json")).expect("results.json");
     let md = markdown(&report);
@@ -473,6 +552,20 @@ fn markdown(report: &Value) -> String {
         ns_at.insert(v["rules"].as_u64().unwrap_or(0), v["connect4_ns_per_decision"].as_f64().unwrap_or(0.0));
         let _ = writeln!(o, "| {} | {:.0} | {} | {:.2} | {} | {} |", v["rules"], v["connect4_ns_per_decision"].as_f64().unwrap_or(0.0), v["decisions"], v["apply_seconds"].as_f64().unwrap_or(0.0), v["agent_rss_kib"], v["map_memory_kib"]);
     }
+    let t = &r["tokens"];
+    if !t.is_null() {
+        let (s, b) = (&t["subject"], &t["baseline"]);
+        let ns = |k: &str| t["programs"][k]["ns_per_run"].as_f64().unwrap_or(0.0);
+        let _ = writeln!(
+            o,
+            "\nWith identity tokens (host A stamps, host B verifies; {} SYNs verified): connect rate {:.0}/s against {:.0}/s with no hook (ratio {:.3}), p50 {:.1} µs against {:.1} µs.\n\n| program | ns / run | runs |\n| --- | ---: | ---: |",
+            t["tokens_verified"], s["rate"].as_f64().unwrap_or(0.0), b["rate"].as_f64().unwrap_or(0.0),
+            s["rate"].as_f64().unwrap_or(0.0) / b["rate"].as_f64().unwrap_or(1.0), s["p50_us"].as_f64().unwrap_or(0.0), b["p50_us"].as_f64().unwrap_or(0.0)
+        );
+        for (key, label) in [("a_connect4", "host A `connect4` (decision, socket serial recorded)"), ("a_stamp", "host A `stamp` (`sock_ops`: every callback, the SYN's token written)"), ("b_ingress", "host B `ingress` (`cgroup_skb`: every packet, the SYN's token checked)")] {
+            let _ = writeln!(o, "| {label} | {:.0} | {} |", ns(key), t["programs"][key]["runs"]);
+        }
+    }
     let _ = writeln!(o, "\n### 3. Policy updates\n\n| change | count | p50 ms | p99 ms | max ms |\n| --- | ---: | ---: | ---: | ---: |");
     for key in ["update/api", "update/policy_dir"] {
         let v = &r[key];
@@ -485,9 +578,16 @@ fn markdown(report: &Value) -> String {
     for (_, v) in r.as_object().into_iter().flatten().filter(|(k, _)| k.starts_with("events/")) {
         let _ = writeln!(o, "| {} | {:.0} | {:.0} | {:.0} |", v["processes"], v["events_per_second"].as_f64().unwrap_or(0.0), v["delivered_per_second"].as_f64().unwrap_or(0.0), v["lost_per_second"].as_f64().unwrap_or(0.0));
     }
-    let f = &r["files/host"];
-    let (without, with) = (f["without_policy_per_second"].as_f64().unwrap_or(0.0), f["with_policy_per_second"].as_f64().unwrap_or(0.0));
-    let _ = writeln!(o, "\n### 5. File opens (this host: {})\n\n| without FilePolicy opens/s | with FilePolicy opens/s | ratio |\n| ---: | ---: | ---: |\n| {without:.0} | {with:.0} | {:.3} |\n\nOpens of the allowed file that were denied anyway: {}.", f["mechanism"].as_str().unwrap_or("?"), with / without.max(1.0), f["wrongly_denied"]);
+    let _ = writeln!(o, "\n### 5. File opens\n\n| where | mechanism | without FilePolicy opens/s | with FilePolicy opens/s | ratio | allowed opens denied |\n| --- | --- | ---: | ---: | ---: | ---: |");
+    for (key, place) in [("files/host", "this host"), ("files/vm", "QEMU VM (TCG)")] {
+        let f = &r[key];
+        if f.is_null() {
+            let _ = writeln!(o, "| {place} | not run | | | | |");
+            continue;
+        }
+        let (without, with) = (f["without_policy_per_second"].as_f64().unwrap_or(0.0), f["with_policy_per_second"].as_f64().unwrap_or(0.0));
+        let _ = writeln!(o, "| {place} | {} | {without:.0} | {with:.0} | {:.3} | {} |", f["mechanism"].as_str().unwrap_or("?"), with / without.max(1.0), f["wrongly_denied"]);
+    }
     let _ = writeln!(o, "\n### 6. Memory as workloads grow\n\n| workloads | agent RSS KiB | map memory KiB |\n| ---: | ---: | ---: |");
     for (_, v) in r.as_object().into_iter().flatten().filter(|(k, _)| k.starts_with("memory/")) {
         let _ = writeln!(o, "| {} | {} | {} |", v["workloads"], v["agent_rss_kib"], v["map_memory_kib"]);
