@@ -27,6 +27,21 @@ pub struct PolicyStore {
     policies: Vec<Policy>,
     errors: Vec<String>,
     fingerprint: Option<Fingerprint>,
+    /// A changed fingerprint the periodic rescan saw once and waits to see again.
+    unsettled: Option<Fingerprint>,
+}
+
+/// Who asks [`PolicyStore::refresh`] to look.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// An API change or the first load: always reload.
+    Force,
+    /// The directory watch: a file was closed after writing, renamed or removed.
+    Watch,
+    /// The periodic rescan: a change is taken only once it has stayed the same for a whole
+    /// rescan period, so a file still being written (`cat > f`, a slow copy) is not read
+    /// half-way — a truncated file can be valid YAML holding fewer rules.
+    Rescan,
 }
 
 fn error_lines(errors: &[PolicyError]) -> Vec<String> {
@@ -43,6 +58,7 @@ impl PolicyStore {
             policies: Vec::new(),
             errors: Vec::new(),
             fingerprint: None,
+            unsettled: None,
         }
     }
 
@@ -64,9 +80,9 @@ impl PolicyStore {
             .collect()
     }
 
-    /// Reloads when any file changed (or always with `force`). Returns whether the set in
-    /// force changed; an invalid set is not taken and its errors are kept.
-    pub fn refresh(&mut self, force: bool) -> bool {
+    /// Reloads when any file changed (see [`Trigger`]). Returns whether the set in force
+    /// changed; an invalid set is not taken and its errors are kept.
+    pub fn refresh(&mut self, trigger: Trigger) -> bool {
         let files = match self.files() {
             Ok(f) => f,
             Err(e) => {
@@ -75,9 +91,17 @@ impl PolicyStore {
             }
         };
         let fingerprint = Self::fingerprint(&files);
-        if !force && self.fingerprint.as_ref() == Some(&fingerprint) {
+        // Nothing loaded yet (the agent is starting): take what is there at once.
+        let trigger = if self.fingerprint.is_none() { Trigger::Force } else { trigger };
+        if trigger != Trigger::Force && self.fingerprint.as_ref() == Some(&fingerprint) {
+            self.unsettled = None;
             return false;
         }
+        if trigger == Trigger::Rescan && self.unsettled.as_ref() != Some(&fingerprint) {
+            self.unsettled = Some(fingerprint);
+            return false;
+        }
+        self.unsettled = None;
         self.fingerprint = Some(fingerprint);
         match parse::parse_files(&files) {
             Ok(policies) => {
@@ -191,7 +215,7 @@ impl PolicyStore {
         for (path, content) in &stored {
             write_atomic(path, content).map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))?;
         }
-        self.refresh(true);
+        self.refresh(Trigger::Force);
         if self.errors.is_empty() {
             return Ok(names);
         }
@@ -204,7 +228,7 @@ impl PolicyStore {
                 None => std::fs::remove_file(&path),
             };
         }
-        self.refresh(true);
+        self.refresh(Trigger::Force);
         Err(ApiError::InvalidArgument(errors))
     }
 
@@ -238,7 +262,7 @@ impl PolicyStore {
             )));
         }
         std::fs::remove_file(&file).map_err(|e| ApiError::Internal(format!("{}: {e}", file.display())))?;
-        self.refresh(true);
+        self.refresh(Trigger::Force);
         Ok(())
     }
 }
@@ -270,4 +294,48 @@ fn write_atomic(path: &Path, content: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, content)?;
     std::fs::rename(tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(rules: usize) -> String {
+        let mut y = String::from("kind: NetworkPolicy\nname: a\nsubject: \"app=x\"\negress:\n");
+        for i in 0..rules {
+            y.push_str(&format!("  - toCIDR: [\"10.0.0.{}/32\"]\n    ports: [\"tcp/80\"]\n", i + 1));
+        }
+        y
+    }
+
+    fn rules(store: &PolicyStore) -> usize {
+        store.network().iter().map(|p| p.egress.as_ref().map_or(0, Vec::len)).sum()
+    }
+
+    #[test]
+    fn the_rescan_takes_a_change_only_once_it_has_settled() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (policies, state) = (dir.path().join("policies"), dir.path().join("state"));
+        std::fs::create_dir_all(&policies).expect("mkdir");
+        let file = policies.join("a.yaml");
+        std::fs::write(&file, policy(3)).expect("write");
+        let mut store = PolicyStore::new(&policies, &state);
+        assert!(store.refresh(Trigger::Rescan), "the first load is taken at once");
+        assert_eq!(rules(&store), 3);
+
+        // A file caught half-written can be valid YAML with fewer rules: not taken yet.
+        std::fs::write(&file, policy(1)).expect("write");
+        assert!(!store.refresh(Trigger::Rescan));
+        assert_eq!(rules(&store), 3, "the set in force is unchanged");
+        std::fs::write(&file, policy(2)).expect("write");
+        assert!(!store.refresh(Trigger::Rescan), "still changing");
+        assert!(store.refresh(Trigger::Rescan), "unchanged for a whole period: taken");
+        assert_eq!(rules(&store), 2);
+
+        // The watch reports a closed file: taken at once.
+        std::fs::write(&file, policy(4)).expect("write");
+        assert!(store.refresh(Trigger::Watch));
+        assert_eq!(rules(&store), 4);
+        assert!(!store.refresh(Trigger::Rescan), "nothing changed since");
+    }
 }

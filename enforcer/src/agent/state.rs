@@ -18,7 +18,7 @@ use super::{
     AgentError,
     flows::{EventLog, SharedNames},
     observe::{self, Observations},
-    policies::PolicyStore,
+    policies::{PolicyStore, Trigger},
     verdict,
 };
 use crate::{
@@ -430,7 +430,7 @@ impl State {
             }
         }
         self.refresh_tags();
-        if self.policies.refresh(false) {
+        if self.policies.refresh(Trigger::Rescan) {
             self.dirty = true;
         }
         let ended = self.observing().expire(profile::now());
@@ -449,7 +449,7 @@ impl State {
 
     /// Reloads `policy_dir` (its watcher saw a change) and puts a changed set in force.
     pub fn reload_policies(&mut self) {
-        if self.policies.refresh(false) {
+        if self.policies.refresh(Trigger::Watch) {
             self.dirty = true;
         }
         if self.dirty {
