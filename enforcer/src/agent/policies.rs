@@ -298,12 +298,14 @@ fn write_atomic(path: &Path, content: &str) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write as _;
+
     use super::*;
 
     fn policy(rules: usize) -> String {
         let mut y = String::from("kind: NetworkPolicy\nname: a\nsubject: \"app=x\"\negress:\n");
         for i in 0..rules {
-            y.push_str(&format!("  - toCIDR: [\"10.0.0.{}/32\"]\n    ports: [\"tcp/80\"]\n", i + 1));
+            let _ = write!(y, "  - toCIDR: [\"10.0.0.{}/32\"]\n    ports: [\"tcp/80\"]\n", i + 1);
         }
         y
     }
