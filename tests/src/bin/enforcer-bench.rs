@@ -516,21 +516,27 @@ impl Bench {
         );
     }
 
-    /// Row 6: agent memory as workloads grow.
+    /// Row 6: agent memory as workloads grow. Runs first, before the large policies leave
+    /// their allocations in the agent's heap, and removes its workloads again.
     fn memory(&mut self, counts: &[usize]) {
-        let mut made = 0;
+        let mut made = Vec::new();
+        let workloads = |b: &Self| b.status()["workloads"].as_u64().unwrap_or(0);
+        let before = workloads(self);
         for &n in counts {
-            while made < n {
-                let _ = self.root.child(&format!("w{made}"));
-                made += 1;
+            while made.len() < n {
+                made.push(self.root.child(&format!("w{}", made.len())));
             }
             assert!(
-                eventually(Duration::from_secs(120), || self.status()["workloads"].as_u64().unwrap_or(0) >= n as u64),
+                eventually(Duration::from_secs(300), || workloads(self) >= before + n as u64),
                 "{n} workloads enrolled"
             );
             std::thread::sleep(Duration::from_millis(600));
             self.row(&format!("memory/workloads/{n}"), json!({ "workloads": n, "agent_rss_kib": self.agent_rss_kib(), "map_memory_kib": self.map_memory_kib() }));
         }
+        for dir in made {
+            let _ = std::fs::remove_dir(dir);
+        }
+        assert!(eventually(Duration::from_secs(300), || workloads(self) == before), "the memory row's workloads removed");
     }
 }
 
@@ -561,6 +567,9 @@ fn main() {
     let nft_counts: &[usize] = if b.quick { &[10, 1000, 10_000] } else { counts };
     let started = Instant::now();
     let wanted = |row: &str| only.as_ref().is_none_or(|o| o.split(',').any(|x| x == row));
+    if wanted("memory") {
+        b.memory(if b.quick { &[10, 100, 1000] } else { &[10, 100, 1000, 10_000] });
+    }
     if wanted("connect") {
         b.floor();
         b.agent_connects(counts);
@@ -582,9 +591,6 @@ fn main() {
     }
     if wanted("files") {
         b.files();
-    }
-    if wanted("memory") {
-        b.memory(if b.quick { &[10, 100, 1000] } else { &[10, 100, 1000, 10_000] });
     }
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
     // `--merge FILE`: rows of another run (the VM's) join this report, keyed as they were.
@@ -682,13 +688,19 @@ fn markdown(report: &Value) -> String {
     let agent10k = ratio_at.get(&("agent".to_owned(), 10_000)).copied().unwrap_or(0.0);
     let set10k = ratio_at.get(&("nft-set".to_owned(), 10_000)).copied().unwrap_or(0.0);
     let p99 = r["update/api"]["p99_ms"].as_f64().unwrap_or(f64::NAN);
-    let lost: f64 = r.as_object().into_iter().flatten().filter(|(k, _)| k.starts_with("events/")).map(|(_, v)| v["lost_per_second"].as_f64().unwrap_or(0.0)).sum();
-    let max_rate = r.as_object().into_iter().flatten().filter(|(k, _)| k.starts_with("events/")).map(|(_, v)| v["events_per_second"].as_f64().unwrap_or(0.0)).fold(0.0, f64::max);
+    // The highest event rate delivered without loss (the target: 100k/s).
+    let lossless = r
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, v)| k.starts_with("events/") && v["lost_per_second"].as_f64() == Some(0.0))
+        .map(|(_, v)| v["events_per_second"].as_f64().unwrap_or(0.0))
+        .fold(0.0, f64::max);
     let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
     let _ = writeln!(o, "- connect rate within 5% of no hook at 10k rules: ratio {agent10k:.3} — {}", verdict(agent10k >= 0.95));
     let _ = writeln!(o, "- at least the nftables set's rate at 10k rules: {agent10k:.3} vs {set10k:.3} — {}", verdict(agent10k >= set10k));
     let _ = writeln!(o, "- under 300 ns per decision at 100k rules (largest measured here: {top}): {:.0} ns — {}", ns_at.get(&top).copied().unwrap_or(0.0), verdict(top >= 100_000 && ns_at.get(&top).copied().unwrap_or(f64::MAX) < 300.0));
     let _ = writeln!(o, "- a policy change visible within 10 ms p99: {p99:.1} ms — {}", verdict(p99 <= 10.0));
-    let _ = writeln!(o, "- no event loss at 100k events/s (highest rate reached here: {max_rate:.0}/s): {lost:.0} lost/s — {}", verdict(lost == 0.0 && max_rate >= 100_000.0));
+    let _ = writeln!(o, "- no event loss at 100k events/s: highest rate with none lost {lossless:.0}/s — {}", verdict(lossless >= 100_000.0));
     o
 }
