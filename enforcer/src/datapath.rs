@@ -114,6 +114,10 @@ pub struct Counters {
 }
 
 /// The loaded, attached and pinned kernel side.
+/// How long after a generation flip the generation given up is left alone: decisions read
+/// the generation once and finish within microseconds.
+pub const FLIP_GRACE: std::time::Duration = std::time::Duration::from_millis(50);
+
 pub struct Datapath {
     ebpf: Ebpf,
     points: Vec<EnforcementPoint>,
@@ -128,6 +132,8 @@ pub struct Datapath {
     /// What [`Datapath::attach`] needs, until it has run.
     pending_attach: Option<PendingAttach>,
     max_workloads: u32,
+    /// When this agent last flipped the generation (see [`Datapath::trim_inactive`]).
+    flipped_at: Option<std::time::Instant>,
     /// Identity across hosts: token keys, peer addresses, remote identities.
     pub cluster: cluster::ClusterMaps,
 }
@@ -221,6 +227,7 @@ impl Datapath {
             file_fallback_error: None,
             pending_attach: Some(PendingAttach { layout, cgroup, file_offsets: offsets.err() }),
             max_workloads: opts.max_workloads,
+            flipped_at: None,
             cluster,
         })
     }
@@ -265,10 +272,28 @@ impl Datapath {
         self.tables.fill(next, compiled, files, &mut stats)?;
         cfg.generation = next;
         self.config.set(0, cfg, 0).map_err(|source| DatapathError::Map { name: maps::CONFIG, source })?;
+        self.flipped_at = Some(std::time::Instant::now());
         if let Some(f) = &self.file_fallback {
             f.update(files);
         }
         Ok(stats)
+    }
+
+    /// Removes up to `budget` entries of the generation not in force, once no decision can
+    /// still be reading it ([`FLIP_GRACE`] after the flip; a program run takes microseconds).
+    /// Called on every rescan, so the next change writes into an emptied generation instead of
+    /// first deleting the whole previous policy (100k entries: about a second) on its own
+    /// latency. Returns how many were removed.
+    ///
+    /// # Errors
+    /// When the config map cannot be read or a removal fails; what the generation holds is
+    /// then still known (a superset), so nothing is lost.
+    pub fn trim_inactive(&mut self, budget: usize) -> Result<usize, DatapathError> {
+        if self.flipped_at.is_some_and(|t| t.elapsed() < FLIP_GRACE) {
+            return Ok(0);
+        }
+        let inactive = (self.generation()? ^ 1) & 1;
+        self.tables.trim(inactive, budget)
     }
 
     /// What the generation in force holds (for `explain` and tests).

@@ -18,6 +18,7 @@ pub mod config;
 pub mod datapath;
 pub mod events;
 pub mod identity;
+pub mod inotify;
 pub mod mountinfo;
 pub mod policy;
 pub mod profile;

@@ -40,6 +40,11 @@ use crate::{
 };
 use enforcer_common::identity::{FIRST_CIDR, FIRST_REMOTE};
 
+/// Entries of the generation not in force removed per rescan: a few milliseconds of map
+/// writes, so a large policy's leftovers are gone within seconds without holding the state
+/// for long at once.
+const TRIM_PER_RESCAN: usize = 20_000;
+
 /// Most labels one `label` request may assign.
 const MAX_LABELS: usize = 64;
 
@@ -443,6 +448,11 @@ impl State {
         }
         if self.dirty {
             self.recompile();
+        }
+        match self.datapath.trim_inactive(TRIM_PER_RESCAN) {
+            Ok(0) => {}
+            Ok(removed) => tracing::debug!(removed, "emptied part of the generation not in force"),
+            Err(error) => tracing::warn!(%error, "emptying the generation not in force (retried at the next rescan)"),
         }
         Ok(changes)
     }

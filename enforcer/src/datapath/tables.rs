@@ -94,6 +94,15 @@ fn hosts(m: &Mirror) -> usize {
     m.ipcache.keys().filter(|(_, len)| *len == HOST).count()
 }
 
+/// Removes the first `left` keys of `m` (fewer if it has fewer), counting them off `left`.
+fn drop_first<K: Ord + Clone, V>(m: &mut BTreeMap<K, V>, left: &mut usize) {
+    let keys: Vec<K> = m.keys().take(*left).cloned().collect();
+    *left -= keys.len();
+    for k in keys {
+        m.remove(&k);
+    }
+}
+
 /// The maps that hold compiled policy.
 pub struct Tables {
     pub(super) rules: HashMap<MapData, NetRuleKey, NetRuleValue>,
@@ -224,6 +233,37 @@ impl Tables {
         self.write(g, &old, &new, stats)?;
         self.mirrors[usize::from(g)] = new;
         Ok(())
+    }
+
+    /// Removes up to `budget` entries of generation `g` (one not in force). Returns how many.
+    ///
+    /// # Errors
+    /// When a removal fails; the mirror then keeps every entry it held, a superset of what
+    /// the kernel holds, which the next write handles (a missing entry is not an error).
+    pub(super) fn trim(&mut self, g: u8, budget: usize) -> Result<usize, DatapathError> {
+        let g = g & 1;
+        let old = &self.mirrors[usize::from(g)];
+        if old.exact.is_empty() && old.blocks.is_empty() && old.ipcache.is_empty() && old.files.is_empty() {
+            return Ok(0);
+        }
+        let mut kept = old.clone();
+        let mut left = budget;
+        drop_first(&mut kept.exact, &mut left);
+        drop_first(&mut kept.blocks, &mut left);
+        drop_first(&mut kept.ipcache, &mut left);
+        drop_first(&mut kept.files, &mut left);
+        let old = std::mem::take(&mut self.mirrors[usize::from(g)]);
+        let mut stats = ApplyStats::default();
+        match self.write(g, &old, &kept, &mut stats) {
+            Ok(()) => {
+                self.mirrors[usize::from(g)] = kept;
+                Ok(stats.removed)
+            }
+            Err(e) => {
+                self.mirrors[usize::from(g)] = old;
+                Err(e)
+            }
+        }
     }
 
     fn write(&mut self, g: u8, old: &Mirror, new: &Mirror, stats: &mut ApplyStats) -> Result<(), DatapathError> {

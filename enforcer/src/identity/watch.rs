@@ -4,24 +4,16 @@
 use std::{
     collections::HashMap,
     io,
-    os::fd::{AsFd as _, AsRawFd, RawFd},
     path::{Path, PathBuf},
 };
 
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
-use tokio::io::{Interest, unix::AsyncFd};
+use nix::sys::inotify::{AddWatchFlags, WatchDescriptor};
 
-struct Fd(Inotify);
-
-impl AsRawFd for Fd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_fd().as_raw_fd()
-    }
-}
+use crate::inotify::AsyncInotify;
 
 /// Watches a cgroup subtree for directories appearing and disappearing.
 pub struct CgroupWatcher {
-    fd: AsyncFd<Fd>,
+    inotify: AsyncInotify,
     watches: HashMap<WatchDescriptor, PathBuf>,
 }
 
@@ -35,19 +27,13 @@ impl CgroupWatcher {
     /// # Errors
     /// When inotify cannot be set up or `root` cannot be watched.
     pub fn new(root: &Path) -> io::Result<Self> {
-        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).map_err(io::Error::from)?;
-        // SAFETY: `Fd` owns the inotify descriptor for its whole life and `as_raw_fd` always
-        // returns that same descriptor, which is what `register_with_interest` requires.
-        #[expect(unsafe_code, reason = "tokio's I/O-safety contract for registering a raw fd")]
-        let fd = unsafe { AsyncFd::register_with_interest(Fd(inotify), Interest::READABLE) }
-            .map_err(io::Error::from)?;
-        let mut w = Self { fd, watches: HashMap::new() };
+        let mut w = Self { inotify: AsyncInotify::new()?, watches: HashMap::new() };
         w.watch_tree(root)?;
         Ok(w)
     }
 
     fn watch_tree(&mut self, dir: &Path) -> io::Result<()> {
-        let wd = self.fd.get_ref().0.add_watch(dir, FLAGS).map_err(io::Error::from)?;
+        let wd = self.inotify.add_watch(dir, FLAGS)?;
         self.watches.insert(wd, dir.to_owned());
         for entry in std::fs::read_dir(dir)?.flatten() {
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
@@ -65,18 +51,8 @@ impl CgroupWatcher {
     /// When reading inotify events fails.
     pub async fn changed(&mut self) -> io::Result<()> {
         loop {
-            let mut guard = self.fd.readable_mut().await?;
-            let events = match guard.get_inner().0.read_events() {
-                Ok(events) => events,
-                Err(nix::errno::Errno::EAGAIN) => {
-                    guard.clear_ready();
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            drop(guard);
             let mut any = false;
-            for e in events {
+            for e in self.inotify.events().await? {
                 if e.mask.contains(AddWatchFlags::IN_IGNORED) {
                     self.watches.remove(&e.wd);
                     continue;

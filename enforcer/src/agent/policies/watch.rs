@@ -5,22 +5,11 @@
 //! The agent's periodic rescan stays as the fallback (a directory created later, a
 //! filesystem without inotify).
 
-use std::{
-    io,
-    os::fd::{AsFd as _, AsRawFd, RawFd},
-    path::Path,
-};
+use std::{io, path::Path};
 
-use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-use tokio::io::{Interest, unix::AsyncFd};
+use nix::sys::inotify::AddWatchFlags;
 
-struct Fd(Inotify);
-
-impl AsRawFd for Fd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0.as_fd().as_raw_fd()
-    }
-}
+use crate::inotify::AsyncInotify;
 
 const FLAGS: AddWatchFlags = AddWatchFlags::IN_CLOSE_WRITE
     .union(AddWatchFlags::IN_MOVED_TO)
@@ -31,7 +20,7 @@ const FLAGS: AddWatchFlags = AddWatchFlags::IN_CLOSE_WRITE
 
 /// Watches one policy directory.
 pub struct PolicyDirWatcher {
-    fd: AsyncFd<Fd>,
+    inotify: AsyncInotify,
     watching: bool,
 }
 
@@ -42,13 +31,7 @@ impl PolicyDirWatcher {
     /// # Errors
     /// When inotify cannot be set up, or `dir` exists and cannot be watched.
     pub fn new(dir: &Path) -> io::Result<Self> {
-        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).map_err(io::Error::from)?;
-        // SAFETY: `Fd` owns the inotify descriptor for its whole life and `as_raw_fd` always
-        // returns that same descriptor, which is what `register_with_interest` requires.
-        #[expect(unsafe_code, reason = "tokio's I/O-safety contract for registering a raw fd")]
-        let fd = unsafe { AsyncFd::register_with_interest(Fd(inotify), Interest::READABLE) }
-            .map_err(io::Error::from)?;
-        let mut w = Self { fd, watching: false };
+        let mut w = Self { inotify: AsyncInotify::new()?, watching: false };
         w.rewatch(dir)?;
         Ok(w)
     }
@@ -62,7 +45,7 @@ impl PolicyDirWatcher {
         if self.watching || !dir.is_dir() {
             return Ok(());
         }
-        self.fd.get_ref().0.add_watch(dir, FLAGS).map_err(io::Error::from)?;
+        self.inotify.add_watch(dir, FLAGS)?;
         self.watching = true;
         Ok(())
     }
@@ -72,25 +55,12 @@ impl PolicyDirWatcher {
     /// # Errors
     /// When reading inotify events fails.
     pub async fn changed(&mut self) -> io::Result<()> {
-        loop {
-            let mut guard = self.fd.readable_mut().await?;
-            let events = match guard.get_inner().0.read_events() {
-                Ok(events) => events,
-                Err(nix::errno::Errno::EAGAIN) => {
-                    guard.clear_ready();
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            drop(guard);
-            if events.iter().any(|e| e.mask.contains(AddWatchFlags::IN_IGNORED)) {
-                // The directory itself went away: watch it again once it is back.
-                self.watching = false;
-            }
-            if !events.is_empty() {
-                return Ok(());
-            }
+        let events = self.inotify.events().await?;
+        if events.iter().any(|e| e.mask.contains(AddWatchFlags::IN_IGNORED)) {
+            // The directory itself went away: watch it again once it is back.
+            self.watching = false;
         }
+        Ok(())
     }
 }
 
